@@ -1,0 +1,62 @@
+# perflab: `make report` (the main job) and `make test`. Each builds .venv when missing, installs the
+# Debian packages the lab needs (nginx for the CDN edge, libvips for the pyvips baseline), starts the
+# shared embedded servers, and does its job. Nothing here needs to be installed by hand first.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.perflab-installed
+PROFILE ?= smoke
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: report test lab up down status lint sysdeps venv clean-reports
+
+report: venv sysdeps up
+	$(BIN)/perflab db migrate
+	$(BIN)/perflab report --profile $(PROFILE)
+
+test: venv sysdeps up
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -m pip install -q --config-settings editable_mode=compat -e '.[ml,lab,dev]' 2>&1 | grep -v '^WARNING: Location' ; test $${PIPESTATUS[0]} -eq 0
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
+	touch $(STAMP)
+
+# Debian packages: nginx (the CDN edge in front of the media origin) and libvips42 (pyvips baseline).
+sysdeps:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	ldconfig -p 2>/dev/null | grep -q 'libvips.so.42' || missing="$$missing libvips42"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: missing Debian packages:$$missing (install them with apt-get as root)"; fi; \
+	fi
+
+up: venv
+	$(BIN)/perflab up
+
+down:
+	test -x $(BIN)/perflab && $(BIN)/perflab down || true
+
+status: venv
+	$(BIN)/perflab status
+
+lab: venv up
+	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1
+
+lint: venv
+	$(BIN)/ruff check perflab tests loadtests
+	$(BIN)/ruff format --check perflab tests loadtests
+	$(BIN)/mypy perflab
+
+clean-reports:
+	find reports -mindepth 1 -maxdepth 1 ! -name README.md ! -name baseline -exec rm -rf {} +

@@ -1,0 +1,54 @@
+"""`perflab` command line. Each command lives beside the code it drives and parses its own arguments;
+this file only routes, builds the settings, and turns PerflabError into one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from perflab.config import Settings
+from perflab.errors import PerflabError
+
+# command -> ("module:function", help). The function is `(settings, argv) -> exit code`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("perflab.services.commands:up", "start the embedded Redis and PostgreSQL (no-op on staging)"),
+    "down": ("perflab.services.commands:down", "stop the embedded servers"),
+    "status": ("perflab.services.commands:status", "print each server's URL and version"),
+    "db": ("perflab.db.commands:main", "database maintenance: migrate, reset"),
+    "report": ("perflab.lab.commands:report", "run the notebooks (papermill), render reports/, check SLOs"),
+    "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perflab",
+        description="Lab for the caching and performance layer of an AI media search service.",
+        epilog="commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="perflab.toml to read (default: ./perflab.toml if present)")
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    target, _ = COMMANDS[ns.command]
+    module, func = target.split(":")
+    try:
+        settings = Settings.from_env(toml_path=ns.config)
+        handler = getattr(importlib.import_module(module), func)
+        return int(handler(settings, list(ns.args)) or 0)
+    except PerflabError as exc:
+        print(f"perflab {ns.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

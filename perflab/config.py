@@ -1,0 +1,157 @@
+"""One settings object, built from the environment (and an optional perflab.toml), passed explicitly.
+
+Nothing here connects to anything: building a Settings is pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from perflab.errors import ConfigError
+
+_ENV_PREFIX = "PERFLAB_"
+
+
+def project_root() -> Path:
+    """The source checkout perflab runs from (notebooks/, reports/, data/ live there), else cwd."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout
+    return Path.cwd()
+
+
+def _default_home() -> Path:
+    """The `.perflab/` state folder (server data, media) under the project root."""
+    return project_root() / ".perflab"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the lab. Field `foo_bar` is read from `PERFLAB_FOO_BAR` or `foo_bar` in perflab.toml."""
+
+    # Servers. None means: use (and if needed start) the embedded servers under `home`.
+    redis_url: str | None = None
+    database_url: str | None = None
+    home: Path = field(default_factory=_default_home)
+
+    # PostgreSQL: everything lives in this schema, so tests and labs can share one server.
+    db_schema: str = "perflab"
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    embedding_dim: int = 384
+
+    # Redis: every key starts with `{key_prefix}:`; socket timeouts bound a slow or dead server.
+    key_prefix: str = "pl"
+    redis_socket_timeout: float = 0.25
+    redis_connect_timeout: float = 0.25
+    redis_max_connections: int = 64
+    cache_ttl_s: int = 3600
+    embedding_ttl_s: int = 7 * 24 * 3600
+    search_ttl_s: int = 3600
+    session_ttl_s: int = 24 * 3600
+    session_absolute_s: int = 7 * 24 * 3600
+
+    # Embedders: auto = MiniLM when the ml extra is installed, else hashing.
+    embedder: str = "auto"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str | None = None
+    openai_model: str = "text-embedding-3-small"
+
+    # Media and CDN.
+    media_root: Path | None = None
+    cdn_base_url: str = "http://127.0.0.1:8081"
+    cdn_signing_key: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when perflab runs (and owns) its own servers rather than staging's."""
+        return self.redis_url is None and self.database_url is None
+
+    @property
+    def media_dir(self) -> Path:
+        return self.media_root if self.media_root is not None else self.home / "media"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, toml_path: Path | str | None = None
+    ) -> Settings:
+        """Build settings: defaults, then perflab.toml, then PERFLAB_* variables (which win)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = Path(toml_path) if toml_path else Path(env.get("PERFLAB_CONFIG", "perflab.toml"))
+        if path.is_file():
+            try:
+                raw = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+            values.update(raw.get("perflab", raw))
+        elif toml_path:
+            raise ConfigError(f"config file {path} does not exist")
+        for f in dataclasses.fields(cls):
+            key = _ENV_PREFIX + f.name.upper()
+            if key in env and env[key] != "":
+                values[f.name] = env[key]
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+
+    def __post_init__(self) -> None:
+        for url, scheme, name in (
+            (self.redis_url, ("redis://", "rediss://", "unix://"), "PERFLAB_REDIS_URL"),
+            (self.database_url, ("postgresql://", "postgres://"), "PERFLAB_DATABASE_URL"),
+        ):
+            if url is not None and not url.startswith(scheme):
+                raise ConfigError(f"{name}={redact_url(url)} must start with {' or '.join(scheme)}")
+        if (self.redis_url is None) != (self.database_url is None):
+            raise ConfigError(
+                "set both PERFLAB_REDIS_URL and PERFLAB_DATABASE_URL (staging) or neither (embedded servers)"
+            )
+        if not self.db_schema.isidentifier() or not self.db_schema.islower():
+            raise ConfigError(f"db_schema {self.db_schema!r} must be a lower-case identifier")
+        if self.embedding_dim <= 0 or self.embedding_dim > 16000:
+            raise ConfigError(f"embedding_dim {self.embedding_dim} is out of range 1..16000")
+        if not self.key_prefix or any(c in self.key_prefix for c in "{}: \t\n"):
+            raise ConfigError(f"key_prefix {self.key_prefix!r} must be non-empty without braces, colons or spaces")
+
+
+_HINTS = get_type_hints(Settings)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    hint = _HINTS[name]
+    try:
+        if hint in (int, "int"):
+            return int(value)
+        if hint in (float, "float"):
+            return float(value)
+        if hint == Path or hint == Path | None:
+            return Path(value).expanduser()
+        return str(value) if value is not None else None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}={value!r}: {exc}") from exc
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a URL, keeping the user so the reader knows who connects."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,48 @@
+"""Opening a PostgreSQL connection the way the whole lab does: our schema first on the search_path,
+pgvector's types registered. Pools use the same `configure` function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from perflab.config import Settings, redact_url
+from perflab.errors import ServiceUnavailable
+
+
+def conninfo_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by single connections and pools."""
+    return {
+        "options": f"-c search_path={settings.db_schema},public",
+        "application_name": "perflab",
+        "connect_timeout": 5,
+    }
+
+
+def configure(conn: psycopg.Connection[Any]) -> None:
+    """Per-connection set-up (the pool's `configure` hook): pgvector's adapters, if the type exists yet."""
+    from pgvector.psycopg import register_vector
+
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        # `vector` is created by the first migration; connections opened before that skip it.
+        pass
+    if not conn.autocommit:
+        conn.commit()
+
+
+def connect(settings: Settings, url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """One connection, configured. A server that is not there is a ServiceUnavailable, not a traceback."""
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, **conninfo_kwargs(settings))
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailable(
+            "PostgreSQL",
+            redact_url(url),
+            " ".join(str(exc).split())[:200],
+            "check PERFLAB_DATABASE_URL, or unset both URLs and run `perflab up`",
+        ) from exc
+    configure(conn)
+    return conn

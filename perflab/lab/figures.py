@@ -1,0 +1,49 @@
+"""A run's figures: notebooks `record()` named values; the report gathers them into figures.json.
+
+Each notebook writes its own JSON file under the run folder, so notebooks never race on one file.
+Scalars are gated by slo.toml; lists (raw samples) are what `perflab compare` tests for regressions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+FIGURES_ENV = "PERFLAB_FIGURES_FILE"
+
+
+def _clean(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def record(name: str, value: Any, path: str | Path | None = None) -> Any:
+    """Store figure `name` (dotted, e.g. "search.p95_ms") for this run; returns value for display."""
+    target = Path(path) if path else (Path(os.environ[FIGURES_ENV]) if os.environ.get(FIGURES_ENV) else None)
+    if target is None:
+        return value  # run interactively, outside a report: nothing to gather into
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(target.read_text()) if target.exists() else {}
+    data[name] = _clean(value)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(target)
+    return value
+
+
+def gather(folder: Path) -> dict[str, Any]:
+    """Merge every notebook's figures file under `folder` into one dict."""
+    merged: dict[str, Any] = {}
+    for file in sorted(folder.glob("*.json")):
+        merged.update(json.loads(file.read_text()))
+    return merged

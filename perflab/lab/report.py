@@ -1,0 +1,183 @@
+"""`perflab report`: run every notebook through papermill under a profile, render HTML, gate on SLOs.
+
+A run folder `reports/<run-id>/` holds: each executed notebook (.ipynb) and its HTML (inputs hidden),
+figures.json (every figure the notebooks recorded), manifest.json (provenance + parameters + per-notebook
+status and time), slo.json (verdicts). `reports/index.html` links every run with its SLO summary.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from perflab.config import Settings, project_root
+from perflab.errors import ConfigError
+from perflab.lab import slo
+from perflab.lab.figures import FIGURES_ENV, gather
+from perflab.lab.provenance import collect
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    status: str  # "ok" | "failed"
+    seconds: float
+    error: str = ""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    folder: Path
+    notebooks: list[NotebookRun] = field(default_factory=list)
+    verdicts: list[slo.Verdict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(n.status == "ok" for n in self.notebooks) and all(v.passed for v in self.verdicts)
+
+
+def load_profile(notebooks_dir: Path, profile: str) -> dict[str, dict[str, Any]]:
+    path = notebooks_dir / "profiles" / f"{profile}.toml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in (notebooks_dir / "profiles").glob("*.toml"))
+        raise ConfigError(f"no profile {profile!r} ({path} missing); choose from {', '.join(choices)}")
+    return tomllib.loads(path.read_text())
+
+
+def parameters_for(profile: dict[str, dict[str, Any]], notebook: str) -> dict[str, Any]:
+    params = dict(profile.get("all", {}))
+    params.update(profile.get(notebook, {}))
+    return params
+
+
+def _render_html(executed: Path, target: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    target.write_text(body)
+
+
+def run_report(
+    settings: Settings,
+    profile: str = "smoke",
+    *,
+    notebooks_dir: Path | None = None,
+    reports_dir: Path | None = None,
+    only: list[str] | None = None,
+    slo_file: Path | None = None,
+    run_id: str | None = None,
+    log: Any = print,
+) -> RunResult:
+    import papermill
+
+    root = project_root()
+    notebooks_dir = notebooks_dir or root / "notebooks"
+    reports_dir = reports_dir or root / "reports"
+    slo_file = slo_file or notebooks_dir / "slo.toml"
+    prof = load_profile(notebooks_dir, profile)
+    objectives = slo.load(slo_file)
+    run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{profile}"
+    folder = reports_dir / run_id
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"run_id": run_id, "profile": profile, "provenance": collect(settings)}
+    manifest["parameters"] = {}
+    result = RunResult(run_id, folder)
+    names = sorted(p.stem for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        names = [n for n in names if any(n.startswith(o) for o in only)]
+    for name in names:
+        params = parameters_for(prof, name) | {"run_dir": str(folder), "profile": profile}
+        manifest["parameters"][name] = params
+        executed = folder / f"{name}.ipynb"
+        os.environ[FIGURES_ENV] = str(folder / "figures" / f"{name}.json")
+        log(f"[{name}] running ({profile})")
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(notebooks_dir / f"{name}.ipynb"), str(executed), parameters=params,
+                kernel_name="python3", cwd=str(notebooks_dir), progress_bar=False,
+            )  # fmt: skip
+            run = NotebookRun(name, "ok", time.perf_counter() - started)
+        except Exception as exc:  # a failed notebook is reported, and the others still run
+            run = NotebookRun(name, "failed", time.perf_counter() - started, " ".join(str(exc).split())[:500])
+        finally:
+            os.environ.pop(FIGURES_ENV, None)
+        if executed.exists():
+            _render_html(executed, folder / f"{name}.html")
+        log(f"[{name}] {run.status} in {run.seconds:.1f}s" + (f": {run.error[:200]}" if run.error else ""))
+        result.notebooks.append(run)
+    figures = gather(folder / "figures")
+    result.verdicts = slo.evaluate(objectives, figures, profile)
+    manifest["notebooks"] = [n.__dict__ for n in result.notebooks]
+    manifest["ok"] = result.ok
+    (folder / "figures.json").write_text(json.dumps(figures, indent=1, sort_keys=True))
+    (folder / "slo.json").write_text(json.dumps(slo.as_rows(result.verdicts), indent=1))
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    write_index(reports_dir)
+    return result
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_index(reports_dir: Path) -> Path:
+    """reports/index.html: every run, newest first, with its notebooks and SLO table."""
+    runs = []
+    for manifest_path in sorted(reports_dir.glob("*/manifest.json"), reverse=True):
+        manifest = _load(manifest_path)
+        if manifest:
+            runs.append((manifest_path.parent, manifest, _load(manifest_path.parent / "slo.json") or []))
+    esc = html.escape
+    parts = [
+        "<!doctype html><meta charset=utf-8><title>perflab reports</title>",
+        "<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:70em}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em}"
+        ".pass{background:#dfd}.fail,.failed,.missing{background:#fdd}.ok{background:#dfd}</style>",
+        "<h1>perflab reports</h1>",
+    ]
+    for folder, manifest, verdicts in runs:
+        prov = manifest.get("provenance", {})
+        sha = (prov.get("git", {}).get("sha") or "?")[:10]
+        state = "ok" if manifest.get("ok") else "failed"
+        parts.append(
+            f"<h2 id='{esc(folder.name)}'>{esc(folder.name)} <small class={state}>{state}</small></h2>"
+            f"<p>profile <b>{esc(str(manifest.get('profile')))}</b>, git {esc(sha)}, "
+            f"{esc(str(prov.get('machine', {}).get('cpu_model', '')))} × {prov.get('machine', {}).get('cpus')}, "
+            f"PostgreSQL {esc(str(prov.get('servers', {}).get('postgres')))}, "
+            f"pgvector {esc(str(prov.get('servers', {}).get('pgvector')))}, "
+            f"Redis {esc(str(prov.get('servers', {}).get('redis')))}</p>"
+        )
+        parts.append("<table><tr><th>notebook</th><th>status</th><th>seconds</th></tr>")
+        for nb in manifest.get("notebooks", []):
+            link = f"{folder.name}/{nb['name']}.html"
+            parts.append(
+                f"<tr><td><a href='{esc(link)}'>{esc(nb['name'])}</a></td>"
+                f"<td class={esc(nb['status'])}>{esc(nb['status'])}</td><td>{nb['seconds']:.1f}</td></tr>"
+            )
+        parts.append("</table><table><tr><th>SLO</th><th>value</th><th>status</th><th>why</th></tr>")
+        for v in verdicts:
+            value = "—" if v["value"] is None else f"{v['value']:.4g}"
+            parts.append(
+                f"<tr><td><code>{esc(v['check'])}</code></td><td>{value}</td>"
+                f"<td class={esc(v['status'])}>{esc(v['status'])}</td><td>{esc(v['why'])}</td></tr>"
+            )
+        parts.append("</table>")
+    if not runs:
+        parts.append("<p>No runs yet: <code>make report</code>.</p>")
+    index = reports_dir / "index.html"
+    index.write_text("\n".join(parts))
+    return index

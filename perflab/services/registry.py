@@ -1,0 +1,96 @@
+"""Find or start the lab's servers, once, for every process that asks.
+
+Embedded mode keeps a small JSON file under `home` recording each server's port; a file lock makes
+"start if not running" atomic across processes, so tests, notebooks, API workers and Locust workers
+started together all end up on the same two servers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from perflab.config import Settings
+from perflab.services._ports import free_port
+from perflab.services.postgres_server import PostgresServer
+from perflab.services.redis_server import RedisServer
+
+_STATE = "services.json"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the lab's servers are."""
+
+    redis_url: str
+    database_url: str
+    embedded: bool
+
+
+def _lock(home: Path):  # type: ignore[no-untyped-def]
+    from filelock import FileLock
+
+    home.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(home / "services.lock"), timeout=180)
+
+
+def _read_state(home: Path) -> dict[str, int]:
+    try:
+        data = json.loads((home / _STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: int(v) for k, v in data.items() if isinstance(v, int)}
+
+
+def _servers(home: Path, state: dict[str, int]) -> tuple[RedisServer, PostgresServer]:
+    return (
+        RedisServer(home / "redis", state.get("redis_port", 0)),
+        PostgresServer(home / "postgres", state.get("postgres_port", 0)),
+    )
+
+
+def endpoints(settings: Settings, *, start: bool = True) -> Endpoints:
+    """The servers to use: staging's URLs when set, else the shared embedded ones (started if needed)."""
+    if not settings.embedded:
+        assert settings.redis_url is not None and settings.database_url is not None
+        return Endpoints(settings.redis_url, settings.database_url, embedded=False)
+    home = settings.home
+    state = _read_state(home)
+    redis, pg = _servers(home, state)
+    if state and redis.is_running() and pg.is_running():
+        return Endpoints(redis.url, pg.url, embedded=True)
+    if not start:
+        return Endpoints(redis.url, pg.url, embedded=True)
+    with _lock(home):
+        state = _read_state(home)
+        redis, pg = _servers(home, state)
+        if not redis.is_running():
+            redis.port = free_port(redis.port or None)
+            redis.start()
+        if not pg.is_running():
+            pg.port = free_port(pg.port or None)
+            pg.start()
+        (home / _STATE).write_text(json.dumps({"redis_port": redis.port, "postgres_port": pg.port}))
+    return Endpoints(redis.url, pg.url, embedded=True)
+
+
+def shutdown(settings: Settings) -> list[str]:
+    """Stop the embedded servers (never staging's). Returns what was stopped."""
+    if not settings.embedded:
+        return []
+    stopped = []
+    with _lock(settings.home):
+        redis, pg = _servers(settings.home, _read_state(settings.home))
+        if redis.port and redis.pid() is not None:
+            redis.stop()
+            stopped.append("redis")
+        if pg.port and pg.pid() is not None:
+            pg.stop()
+            stopped.append("postgres")
+    return stopped
+
+
+def embedded_servers(settings: Settings) -> tuple[RedisServer, PostgresServer]:
+    """The embedded server objects themselves, for fault-injection (stop/restart) in the lab."""
+    return _servers(settings.home, _read_state(settings.home))

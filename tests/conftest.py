@@ -1,0 +1,71 @@
+"""Fixtures on the real servers: the shared embedded ones by default, staging's when the URLs are set.
+
+Isolation is by name, never by mocks: the session gets its own PostgreSQL schema and each test its own
+Redis key prefix; both are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from perflab.config import Settings
+from perflab.db import connect, drop_schema, migrate
+from perflab.services import Endpoints, RedisServer, endpoints
+from perflab.services._ports import free_port
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+_RUN = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    """Settings for this test session: its own schema, its own key prefix."""
+    return Settings.from_env().replace(db_schema=f"test_{_RUN}", key_prefix=f"t{_RUN}")
+
+
+@pytest.fixture(scope="session")
+def servers(base_settings: Settings) -> Endpoints:
+    return endpoints(base_settings)
+
+
+@pytest.fixture()
+def settings(base_settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """Per-test settings: a key prefix no other test shares."""
+    return base_settings.replace(key_prefix=f"t{_RUN}x{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture()
+def redis_client(settings: Settings, servers: Endpoints) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(servers.redis_url)
+    yield client
+    for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
+        client.unlink(key)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def db_conn(base_settings: Settings, servers: Endpoints) -> Iterator[psycopg.Connection]:
+    """A migrated, autocommit connection on this session's schema; the schema is dropped at the end."""
+    conn = connect(base_settings, servers.database_url)
+    migrate(conn, base_settings)
+    yield conn
+    drop_schema(conn, base_settings.db_schema)
+    conn.close()
+
+
+@pytest.fixture()
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to stop and restart without touching anyone else's."""
+    server = RedisServer(tmp_path / "redis", free_port())
+    server.start()
+    yield server
+    server.stop()
