@@ -122,7 +122,9 @@ class Settings:
         if self.embedding_dim <= 0 or self.embedding_dim > 16000:
             raise ConfigError(f"embedding_dim {self.embedding_dim} is out of range 1..16000")
         if not self.key_prefix or any(c in self.key_prefix for c in "{}: \t\n"):
-            raise ConfigError(f"key_prefix {self.key_prefix!r} must be non-empty without braces, colons or spaces")
+            raise ConfigError(
+                f"key_prefix {self.key_prefix!r} must be non-empty without braces, colons or spaces"
+            )
 
 
 _HINTS = get_type_hints(Settings)

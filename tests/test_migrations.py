@@ -61,7 +61,9 @@ def test_concurrent_migrations_agree(servers: Endpoints, base_settings: Settings
 def test_seed_indexes_exist(db_conn: psycopg.Connection, base_settings: Settings) -> None:
     names = {
         r[0]
-        for r in db_conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (base_settings.db_schema,))
+        for r in db_conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (base_settings.db_schema,)
+        )
     }
     assert {
         "idx_users_activity",
@@ -73,7 +75,11 @@ def test_seed_indexes_exist(db_conn: psycopg.Connection, base_settings: Settings
 
 def test_foreign_keys_cascade(db_conn: psycopg.Connection) -> None:
     with db_conn.transaction():
-        uid = db_conn.execute("INSERT INTO users (email) VALUES ('fk@example.com') RETURNING id").fetchone()[0]
+        uid = db_conn.execute("INSERT INTO users (email) VALUES ('fk@example.com') RETURNING id").fetchone()[
+            0
+        ]
         db_conn.execute("INSERT INTO media_files (user_id, filename) VALUES (%s, 'a.jpg')", (uid,))
         db_conn.execute("DELETE FROM users WHERE id = %s", (uid,))
-        assert db_conn.execute("SELECT count(*) FROM media_files WHERE user_id = %s", (uid,)).fetchone() == (0,)
+        assert db_conn.execute("SELECT count(*) FROM media_files WHERE user_id = %s", (uid,)).fetchone() == (
+            0,
+        )

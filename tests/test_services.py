@@ -45,9 +45,7 @@ def test_second_process_sees_the_same_servers(base_settings: Settings, servers: 
 def test_start_share_stop_in_a_fresh_home(tmp_path: Path) -> None:
     """A home of its own: two processes start concurrently and get one pair of servers; down stops it."""
     env = _env(PERFLAB_HOME=str(tmp_path / "home"))
-    procs = [
-        subprocess.Popen([*PERFLAB, "up"], env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)
-    ]
+    procs = [subprocess.Popen([*PERFLAB, "up"], env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
     outs = [p.communicate(timeout=180)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert len(set(outs)) == 1, outs  # all three saw the same URLs

@@ -18,7 +18,12 @@ def report(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--run-id", help="folder name under reports/ (default: UTC time + profile)")
     args = parser.parse_args(argv)
     result = run_report(
-        settings, args.profile, only=args.only, slo_file=args.slo, reports_dir=args.reports, run_id=args.run_id
+        settings,
+        args.profile,
+        only=args.only,
+        slo_file=args.slo,
+        reports_dir=args.reports,
+        run_id=args.run_id,
     )
     failed = [v for v in result.verdicts if not v.passed]
     for v in result.verdicts:

@@ -58,7 +58,9 @@ def parse(text: str, source: str = "slo.toml") -> list[Objective]:
         m = _CHECK.match(str(item.get("check", "")))
         if not m:
             raise ConfigError(f"{source}: slo #{i + 1} check {item.get('check')!r} is not 'figure OP number'")
-        out.append(Objective(m[1], m[2], float(m[3]), str(item.get("why", "")), tuple(item.get("profiles", ()))))
+        out.append(
+            Objective(m[1], m[2], float(m[3]), str(item.get("why", "")), tuple(item.get("profiles", ())))
+        )
     return out
 
 
@@ -68,7 +70,9 @@ def load(path: Path) -> list[Objective]:
     return parse(path.read_text(), str(path))
 
 
-def evaluate(objectives: list[Objective], figures: dict[str, Any], profile: str | None = None) -> list[Verdict]:
+def evaluate(
+    objectives: list[Objective], figures: dict[str, Any], profile: str | None = None
+) -> list[Verdict]:
     verdicts = []
     for obj in objectives:
         if profile and obj.profiles and profile not in obj.profiles:

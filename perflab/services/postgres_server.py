@@ -7,6 +7,7 @@ system user, which pgserver's own helper creates.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -148,10 +149,8 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         if self.pid() is None:
             return
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run("pg_ctl", "-w", "-D", str(self.pgdata), "-m", mode, "stop", timeout=60)
-        except subprocess.CalledProcessError:
-            pass
 
     def restart(self) -> None:
         self.stop()

@@ -25,9 +25,14 @@ def probe_redis(url: str, timeout: float = 2.0) -> ServerStatus:
         client.close()
     except (redis.RedisError, OSError, ValueError) as exc:
         raise ServiceUnavailable(
-            "Redis", redact_url(url), _short(exc), "check PERFLAB_REDIS_URL, or unset both URLs and run `perflab up`"
+            "Redis",
+            redact_url(url),
+            _short(exc),
+            "check PERFLAB_REDIS_URL, or unset both URLs and run `perflab up`",
         ) from exc
-    return ServerStatus("redis", redact_url(url), str(info.get("redis_version")), {"mode": info.get("redis_mode", "")})
+    return ServerStatus(
+        "redis", redact_url(url), str(info.get("redis_version")), {"mode": info.get("redis_mode", "")}
+    )
 
 
 def probe_postgres(url: str, timeout: float = 5.0) -> ServerStatus:

