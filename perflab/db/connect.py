@@ -3,6 +3,7 @@ pgvector's types registered. Pools use the same `configure` function."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psycopg
@@ -24,11 +25,9 @@ def configure(conn: psycopg.Connection[Any]) -> None:
     """Per-connection set-up (the pool's `configure` hook): pgvector's adapters, if the type exists yet."""
     from pgvector.psycopg import register_vector
 
-    try:
+    # `vector` is created by the first migration; connections opened before that skip it.
+    with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)
-    except psycopg.ProgrammingError:
-        # `vector` is created by the first migration; connections opened before that skip it.
-        pass
     if not conn.autocommit:
         conn.commit()
 
