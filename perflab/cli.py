@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("perflab.services.commands:status", "print each server's URL and version"),
     "db": ("perflab.db.commands:main", "database maintenance: migrate, reset"),
     "report": ("perflab.lab.commands:report", "run the notebooks (papermill), render reports/, check SLOs"),
+    "compare": ("perflab.lab.commands:compare", "regressions beyond noise between two report runs"),
     "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }
 

@@ -35,3 +35,33 @@ def report(settings: Settings, argv: list[str]) -> int:
         print(f"report FAILED: notebooks {bad or 'ok'}; SLOs failed {len(failed)}")
         return 1
     return 0
+
+
+def compare(settings: Settings, argv: list[str]) -> int:
+    from perflab.lab.compare import compare_runs, environment_diff, load_run
+
+    parser = argparse.ArgumentParser(
+        prog="perflab compare", description="regressions between two report runs"
+    )
+    parser.add_argument("run_a", type=Path, help="baseline run folder (reports/<run-id>)")
+    parser.add_argument("run_b", type=Path, help="candidate run folder")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.05, help="relative change below which nothing is flagged"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="compare runs from different environments anyway"
+    )
+    args = parser.parse_args(argv)
+    if args.force:
+        diff = environment_diff(load_run(args.run_a)[1], load_run(args.run_b)[1])
+        for key, (va, vb) in diff.items():
+            print(f"WARNING: ENVIRONMENTS DIFFER: {key}: {va!r} vs {vb!r}; timings are not comparable")
+    changes = compare_runs(args.run_a, args.run_b, force=args.force, tolerance=args.tolerance)
+    print(f"{'figure':<44} {'A':>11} {'B':>11} {'change':>8}  {'95% CI':>17}  {'p':>8}  verdict")
+    for c in changes:
+        ci = f"[{c.ci_low:+.1%}, {c.ci_high:+.1%}]" if c.ci_low is not None else ""
+        p = f"{c.p_value:.2g}" if c.p_value is not None else ""
+        print(f"{c.figure:<44} {c.a:>11.4g} {c.b:>11.4g} {c.change:>+8.1%}  {ci:>17}  {p:>8}  {c.verdict}")
+    regressions = [c for c in changes if c.verdict == "regression"]
+    print(f"{len(regressions)} regression(s) beyond noise")
+    return 1 if regressions else 0

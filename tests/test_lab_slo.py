@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from perflab.config import Settings
+from perflab.errors import ConfigError
+from perflab.lab import slo
+from perflab.lab.report import run_report
+
+SLO_TEXT = """
+[[slo]]
+check = "search.p95_ms < 2000"
+why = "seed target"
+[[slo]]
+check = "cache.hit_rate >= 0.5"
+[[slo]]
+check = "load.p95_ms <= 100"
+profiles = ["full"]
+"""
+
+
+def test_gate_passes_and_fails() -> None:
+    objectives = slo.parse(SLO_TEXT)
+    ok = slo.evaluate(objectives, {"search.p95_ms": 150.0, "cache.hit_rate": 0.9}, "smoke")
+    assert [v.status for v in ok] == ["pass", "pass"]  # the full-only objective is skipped in smoke
+    bad = slo.evaluate(objectives, {"search.p95_ms": 2500, "cache.hit_rate": 0.9}, "smoke")
+    assert [v.status for v in bad] == ["fail", "pass"]
+    assert bad[0].value == 2500 and not bad[0].passed
+
+
+def test_missing_figure_fails_the_gate() -> None:
+    (v,) = slo.evaluate(slo.parse('[[slo]]\ncheck = "x.y > 1"'), {"x.y": "not a number"})
+    assert v.status == "missing" and not v.passed
+
+
+def test_edge_of_threshold() -> None:
+    objectives = slo.parse(
+        '[[slo]]\ncheck = "a < 1"\n[[slo]]\ncheck = "b <= 1"\n[[slo]]\ncheck = "c == 1e-3"'
+    )
+    assert [v.status for v in slo.evaluate(objectives, {"a": 1, "b": 1, "c": 0.001})] == [
+        "fail",
+        "pass",
+        "pass",
+    ]
+
+
+@pytest.mark.parametrize("check", ["x <", "< 3", "x ~ 3", "x > three"])
+def test_malformed_check_is_a_config_error(check: str) -> None:
+    with pytest.raises(ConfigError, match="is not 'figure OP number'"):
+        slo.parse(f'[[slo]]\ncheck = "{check}"')
+
+
+def _notebook(path: Path, value: float) -> None:
+    import nbformat as nbf
+
+    nb = nbf.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbf.v4.new_code_cell("value = 0.0\nrun_dir = ''")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbf.v4.new_code_cell("from perflab.lab import record\nrecord('t.value', value)")]
+    nbf.write(nb, path)
+
+
+@pytest.mark.parametrize(("value", "exit_ok"), [(1.0, True), (5.0, False)])
+def test_report_gates_both_ways(tmp_path: Path, base_settings: Settings, value: float, exit_ok: bool) -> None:
+    """A real papermill run of a tiny notebook: the same gate passes on 1.0 and fails on 5.0."""
+    nbdir = tmp_path / "notebooks"
+    (nbdir / "profiles").mkdir(parents=True)
+    (nbdir / "profiles" / "smoke.toml").write_text(f"[all]\nvalue = {value}\n")
+    (nbdir / "slo.toml").write_text('[[slo]]\ncheck = "t.value < 2"\n')
+    _notebook(nbdir / "10_tiny.ipynb", 0.0)
+    result = run_report(
+        base_settings, "smoke", notebooks_dir=nbdir, reports_dir=tmp_path / "reports", log=lambda *_: None
+    )
+    assert [n.status for n in result.notebooks] == ["ok"]
+    assert result.ok is exit_ok
+    assert json.loads((result.folder / "figures.json").read_text()) == {"t.value": value}
+    verdicts = json.loads((result.folder / "slo.json").read_text())
+    assert verdicts[0]["status"] == ("pass" if exit_ok else "fail")
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert result.run_id in index and "t.value &lt; 2" in index
+    assert (result.folder / "10_tiny.html").exists()
+    manifest = json.loads((result.folder / "manifest.json").read_text())
+    assert manifest["provenance"]["servers"]["pgvector"]
+    assert manifest["parameters"]["10_tiny"]["value"] == value
