@@ -69,3 +69,13 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def cache_manager(settings: Settings, servers: Endpoints, redis_client: redis.Redis) -> Iterator[object]:
+    """A perflab.cache CacheManager on the shared Redis under this test's key prefix (cleaned up after)."""
+    from perflab.cache import CacheManager, make_redis
+
+    client = make_redis(settings, servers.redis_url)
+    yield CacheManager(client, prefix=settings.key_prefix, default_ttl=60)
+    client.close()

@@ -1,0 +1,85 @@
+"""A circuit breaker, so a dead Redis costs one fast check per call instead of a socket timeout.
+
+closed -> (failure_threshold consecutive failures) -> open -> (reset_timeout) -> half-open: one probe
+call goes through; success closes the breaker, failure opens it again. The closed path is one attribute
+read, because it sits on every cache call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Thread-safe breaker shared by every cache object that talks to the same Redis."""
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1 or reset_timeout <= 0:
+            raise ValueError("failure_threshold must be >= 1 and reset_timeout > 0")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = True
+        self._state = CLOSED
+        self._failures = 0
+        self._retry_at = 0.0
+        self.opened = 0  # times the breaker tripped, for stats
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def allow(self) -> bool:
+        """May a call go to Redis now? In half-open state, one probe per reset_timeout does."""
+        if self._closed:
+            return True
+        with self._lock:
+            if self._closed:
+                return True
+            now = self._clock()
+            if now >= self._retry_at:
+                self._state = HALF_OPEN
+                self._retry_at = now + self.reset_timeout  # a probe that never reports is retried
+                return True
+            return False
+
+    def record_success(self) -> None:
+        if self._closed and not self._failures:
+            return
+        with self._lock:
+            self._failures = 0
+            if not self._closed:
+                log.warning("redis circuit breaker closed: redis answers again")
+                self._closed = True
+                self._state = CLOSED
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._state == HALF_OPEN or self._failures >= self.failure_threshold:
+                if self._state == CLOSED:
+                    self.opened += 1
+                    log.warning(
+                        "redis circuit breaker open after %d failures; probing every %.2fs",
+                        self._failures,
+                        self.reset_timeout,
+                    )
+                self._closed = False
+                self._state = OPEN
+                self._retry_at = self._clock() + self.reset_timeout

@@ -1,0 +1,250 @@
+"""SearchCache: per-user cached search results, invalidated in O(1) by a generation counter.
+
+Keys (all of one user's share the hash tag, hence one cluster slot):
+  `{prefix}:{u:<digest(user)>}:search:gen`               the user's current generation
+  `{prefix}:{u:<digest(user)>}:search:r:<digest(q, f)>`  b"<generation>|<orjson results>"
+  `{prefix}:search:popular`                              sorted set: normalized query -> count
+
+A read MGETs the generation and the entry together (one round trip) and treats an entry written under
+another generation as a miss, so `invalidate_user` is one INCR, never a pattern scan. Entries of old
+generations are overwritten or expire by TTL. A missing generation key (expired, evicted) makes every
+entry of that user a miss; a new one starts at a random value so an evicted counter can never make old
+entries valid again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from perflab.cache.errors import CacheKeyError, CacheValueError
+from perflab.cache.keys import UserId, digest, user_tag
+from perflab.cache.manager import CacheManager
+
+log = logging.getLogger(__name__)
+
+_POPULAR_KEY = "search:popular"
+_MAX_TRACKED_CHARS = 256
+_GEN_SEED_BITS = 48
+
+# KEYS: gen, entry. ARGV: payload, ttl_ms, expected generation ('' = any, '0' = none yet), seed.
+_SET = """
+local g = redis.call('GET', KEYS[1])
+if ARGV[3] ~= '' and (g or '0') ~= ARGV[3] then return 0 end
+if not g then g = ARGV[4]; redis.call('SET', KEYS[1], g) end
+redis.call('SET', KEYS[2], g .. '|' .. ARGV[1], 'PX', ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+# KEYS: gen. ARGV: seed, ttl_ms. Returns the new generation.
+_BUMP = """
+local g
+if redis.call('EXISTS', KEYS[1]) == 1 then g = redis.call('INCR', KEYS[1])
+else g = tonumber(ARGV[1]); redis.call('SET', KEYS[1], ARGV[1]) end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return g
+"""
+# KEYS: popularity set. ARGV: member, size. Trims back to `size` once it holds twice as many, so a
+# new query has room to gather counts before it competes with the established ones.
+_TRACK = """
+redis.call('ZINCRBY', KEYS[1], 1, ARGV[1])
+local size = tonumber(ARGV[2])
+if redis.call('ZCARD', KEYS[1]) > 2 * size then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(size + 1)) end
+return 1
+"""
+
+
+def _utf8(text: str) -> bytes:
+    """Any str, lone surrogates included (redis-py's strict encoding would raise on them)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def normalize_query(q: str) -> str:
+    """Unicode NFKC, case-folded, whitespace collapsed: `"  Cats\u3000AND dogs "` -> `"cats and dogs"`."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", q).casefold())
+    return " ".join(folded.split())
+
+
+def canonical_filters(filters: Mapping[str, Any] | None) -> bytes:
+    """Filters as canonical JSON (sorted keys), so equal filters give equal keys."""
+    if not filters:
+        return b"{}"
+    try:
+        return orjson.dumps(filters, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        if "surrogates" not in str(exc):
+            raise CacheKeyError(f"search filters must be JSON-like with string keys: {exc}") from exc
+    # Lone surrogates, which orjson refuses: ASCII-escaped JSON is still one text per value.
+    return json.dumps(filters, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class CachedSearch:
+    """A lookup: the results (None on a miss) and the generation they were read under.
+
+    Pass `generation` back to `SearchCache.set` so results computed before a concurrent invalidation
+    are not stored as fresh (None: Redis did not answer).
+    """
+
+    results: list[dict[str, Any]] | None
+    generation: int | None
+
+
+class SearchCache:
+    """Per-user search results with O(1) invalidation, a bounded popularity set and warming."""
+
+    def __init__(
+        self,
+        manager: CacheManager,
+        *,
+        ttl: float = 3600,
+        max_results: int = 100,
+        popularity_size: int = 1000,
+    ) -> None:
+        if max_results < 1 or popularity_size < 1 or ttl <= 0:
+            raise CacheValueError("ttl, max_results and popularity_size must be positive")
+        self.manager = manager
+        self.ttl = ttl
+        self.max_results = max_results
+        self.popularity_size = popularity_size
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._set = manager.client.register_script(_SET)
+        self._bump = manager.client.register_script(_BUMP)
+        self._track = manager.client.register_script(_TRACK)
+
+    def keys(self, user_id: UserId, query: str, filters: Mapping[str, Any] | None = None) -> tuple[str, str]:
+        """Full keys (generation, entry) for this user, normalized query and canonical filters."""
+        tag = user_tag(user_id)
+        what = _utf8(normalize_query(query)) + b"\x00" + canonical_filters(filters)
+        return self.manager.key(f"{tag}:search:gen"), self.manager.key(f"{tag}:search:r:{digest(what)}")
+
+    def lookup(self, user_id: UserId, query: str, filters: Mapping[str, Any] | None = None) -> CachedSearch:
+        gen_key, entry_key = self.keys(user_id, query, filters)
+        reply = self.manager.call("search.get", lambda c: c.mget(gen_key, entry_key), None)
+        if reply is None:
+            return CachedSearch(None, None)
+        gen, data = reply
+        generation = int(gen) if gen is not None else 0
+        if gen is None or data is None:
+            self.manager.count(misses=1)
+            return CachedSearch(None, generation)
+        sep = data.find(b"|")
+        if sep < 0 or data[:sep] != gen:  # written under an older generation: invalidated
+            self.manager.count(misses=1)
+            return CachedSearch(None, generation)
+        try:
+            results = orjson.loads(memoryview(data)[sep + 1 :])
+        except orjson.JSONDecodeError:
+            results = None
+        if not isinstance(results, list):
+            self.manager.count(hits=1, corrupt=1)
+            return CachedSearch(None, generation)
+        self.manager.count(hits=1)
+        return CachedSearch(results, generation)
+
+    def get(
+        self, user_id: UserId, query: str, filters: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]] | None:
+        """Cached results of this user's query, or None (miss, invalidated, or Redis unavailable)."""
+        return self.lookup(user_id, query, filters).results
+
+    def set(
+        self,
+        user_id: UserId,
+        query: str,
+        filters: Mapping[str, Any] | None,
+        results: Sequence[Mapping[str, Any]],
+        *,
+        generation: int | None = None,
+    ) -> bool:
+        """Cache the first `max_results` results. With `generation` (from `lookup`), store only if the
+        user was not invalidated since. Results round-trip through JSON (datetimes come back as strings).
+        """
+        gen_key, entry_key = self.keys(user_id, query, filters)
+        try:
+            payload = orjson.dumps(list(results[: self.max_results]), option=orjson.OPT_SERIALIZE_NUMPY)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            raise CacheValueError(f"search results are not JSON-serializable: {exc}") from exc
+        expected = "" if generation is None else str(generation)
+        seed = secrets.randbelow(2**_GEN_SEED_BITS) + 1
+        stored = self.manager.call(
+            "search.set",
+            lambda c: self._set(
+                keys=[gen_key, entry_key], args=[payload, self._ttl_ms, expected, seed], client=c
+            ),
+            0,
+        )
+        return bool(stored)
+
+    def generation(self, user_id: UserId) -> int | None:
+        """The user's current generation (0: none yet; None: Redis unavailable)."""
+        gen_key = self.manager.key(f"{user_tag(user_id)}:search:gen")
+        gen = self.manager.call("search.generation", lambda c: c.get(gen_key), False)
+        if gen is False:
+            return None
+        return int(gen) if gen is not None else 0
+
+    def invalidate_user(self, user_id: UserId) -> int:
+        """Make every cached result of this user a miss, in O(1). Returns the new generation (>= 1),
+        or 0 when Redis could not be reached (the invalidation did not happen: retry or let TTL expire).
+        """
+        gen_key = self.manager.key(f"{user_tag(user_id)}:search:gen")
+        seed = secrets.randbelow(2**_GEN_SEED_BITS) + 1
+        gen = self.manager.call(
+            "search.invalidate",
+            lambda c: self._bump(keys=[gen_key], args=[seed, self._ttl_ms], client=c),
+            0,
+        )
+        if not gen:
+            log.warning("search cache invalidation of a user did not reach redis")
+        return int(gen)
+
+    def track(self, query: str) -> bool:
+        """Count one search of `query` in the popularity set (normalized; very long queries skipped)."""
+        q = normalize_query(query)
+        if not q or len(q) > _MAX_TRACKED_CHARS:
+            return False
+        key = self.manager.key(_POPULAR_KEY)
+        return bool(
+            self.manager.call(
+                "search.track",
+                lambda c: self._track(keys=[key], args=[_utf8(q), self.popularity_size], client=c),
+                0,
+            )
+        )
+
+    def popular(self, n: int = 20) -> list[tuple[str, float]]:
+        """The `n` most searched normalized queries with their counts, most popular first."""
+        n = min(n, self.popularity_size)
+        if n < 1:
+            return []
+        key = self.manager.key(_POPULAR_KEY)
+        rows = self.manager.call("search.popular", lambda c: c.zrevrange(key, 0, n - 1, withscores=True), [])
+        return [(m.decode("utf-8", "surrogatepass"), float(s)) for m, s in rows]
+
+    def warm(
+        self, user_id: UserId, search_fn: Callable[[str], Sequence[Mapping[str, Any]]], top_n: int = 20
+    ) -> int:
+        """Run the `top_n` popular queries this user has no cached results for through `search_fn`
+        and cache them. Returns how many were cached; a failing query is logged and skipped.
+        """
+        warmed = 0
+        for query, _ in self.popular(top_n):
+            found = self.lookup(user_id, query)
+            if found.results is not None:
+                continue
+            try:
+                results = search_fn(query)
+            except Exception:
+                log.warning("cache warming: search for a popular query failed", exc_info=True)
+                continue
+            if self.set(user_id, query, None, results, generation=found.generation):
+                warmed += 1
+        return warmed

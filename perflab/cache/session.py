@@ -1,0 +1,308 @@
+"""SessionStore: Redis sessions with sliding and absolute expiry, a per-user index, rotation.
+
+A session id is `<user digest>.<token>`: 256 random bits from `secrets` plus the user's 128-bit key
+digest, which puts the session next to its user's index in one cluster slot. That lets every
+operation be one atomic Lua script over declared keys:
+
+  `{prefix}:{u:<digest>}:sess:<token>`  hash: u=user id, c=created ms, l=last seen ms, d:<name>=orjson
+  `{prefix}:{u:<digest>}:sessions`      sorted set: token -> expiry ms (pruned as it is read)
+
+Each data field is its own hash field, so two concurrent `update`s of different fields both land
+(no read-modify-write). Redis expires a session at min(last seen + ttl, created + absolute_ttl); the
+scripts also check that bound against the caller's clock.
+
+Unlike the caches, the store does not fail open: when Redis is down or slow every method raises
+CacheUnavailable (typed, from PerflabError), so a caller can answer 503 and never grants access on a
+lookup it could not make. A malformed or unknown id is simply no session (None / False /
+SessionNotFound), never an error about Redis.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from perflab.cache.errors import CacheValueError, SessionNotFound
+from perflab.cache.keys import UserId, user_digest
+from perflab.cache.manager import CacheManager
+
+_TOKEN_BYTES = 32  # 256 bits
+_ID = re.compile(r"([0-9a-f]{32})\.([A-Za-z0-9_-]{43})")
+_DATA = "d:"
+
+# Shared Lua: load a live session or clean it up. KEYS[1]=session, KEYS[2]=index; ARGV[1]=now ms,
+# ARGV[2]=ttl ms, ARGV[3]=absolute ms, ARGV[4]=token.
+_LOAD = """
+local function load()
+  local h = redis.call('HGETALL', KEYS[1])
+  if #h == 0 then redis.call('ZREM', KEYS[2], ARGV[4]); return nil end
+  local created
+  for i = 1, #h, 2 do if h[i] == 'c' then created = tonumber(h[i + 1]) end end
+  local deadline = created + tonumber(ARGV[3])
+  if tonumber(ARGV[1]) >= deadline then
+    redis.call('DEL', KEYS[1]); redis.call('ZREM', KEYS[2], ARGV[4]); return nil
+  end
+  return h, deadline
+end
+local function slide(key, token, deadline)
+  local now = tonumber(ARGV[1])
+  local expiry = math.min(now + tonumber(ARGV[2]), deadline)
+  redis.call('HSET', key, 'l', ARGV[1])
+  redis.call('PEXPIRE', key, expiry - now)
+  redis.call('ZADD', KEYS[2], expiry, token)
+end
+"""
+# get/touch: slide the expiry, return the fields (or nil).
+_TOUCH = (
+    _LOAD
+    + """
+local h, deadline = load()
+if not h then return nil end
+slide(KEYS[1], ARGV[4], deadline)
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+# update: ARGV[5..] = field, value pairs.
+_UPDATE = (
+    _LOAD
+    + """
+local h, deadline = load()
+if not h then return nil end
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+slide(KEYS[1], ARGV[4], deadline)
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+# rotate: KEYS[3]=new session; ARGV[5]=new token. RENAME keeps every field, created_at included.
+_ROTATE = (
+    _LOAD
+    + """
+local h, deadline = load()
+if not h then return nil end
+redis.call('RENAME', KEYS[1], KEYS[3])
+redis.call('ZREM', KEYS[2], ARGV[4])
+slide(KEYS[3], ARGV[5], deadline)
+return redis.call('HGETALL', KEYS[3])
+"""
+)
+# create: ARGV = now, ttl, absolute, token, user, then field/value pairs.
+_CREATE = """
+local now, ttl, absolute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'u', ARGV[5], 'c', ARGV[1], 'l', ARGV[1], unpack(ARGV, 6))
+local life = math.min(ttl, absolute)
+redis.call('PEXPIRE', KEYS[1], life)
+redis.call('ZADD', KEYS[2], now + life, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('PTTL', KEYS[2]) < absolute then redis.call('PEXPIRE', KEYS[2], absolute) end
+return 1
+"""
+# delete: KEYS = session, index; ARGV = token.
+_DELETE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+"""
+# revoke: KEYS = index, sessions...; ARGV = their tokens.
+_REVOKE = """
+local n = 0
+if #KEYS > 1 then n = redis.call('DEL', unpack(KEYS, 2)) end
+if #ARGV > 0 then redis.call('ZREM', KEYS[1], unpack(ARGV)) end
+return n
+"""
+
+
+@dataclass(frozen=True)
+class Session:
+    """A live session. `created_at` / `last_seen` are epoch seconds."""
+
+    id: str
+    user_id: str
+    data: dict[str, Any]
+    created_at: float
+    last_seen: float
+
+
+class SessionStore:
+    """Sessions with sliding `ttl` and hard `absolute_ttl` lifetimes (seconds). Raises CacheUnavailable."""
+
+    def __init__(
+        self,
+        manager: CacheManager,
+        *,
+        ttl: float,
+        absolute_ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl <= 0 or absolute_ttl <= 0:
+            raise CacheValueError("session ttl and absolute_ttl must be positive")
+        self.manager = manager
+        self.ttl = ttl
+        self.absolute_ttl = absolute_ttl
+        self._clock = clock
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._abs_ms = max(1, int(absolute_ttl * 1000))
+        register = manager.client.register_script
+        self._create, self._touch, self._update = register(_CREATE), register(_TOUCH), register(_UPDATE)
+        self._rotate, self._delete, self._revoke = register(_ROTATE), register(_DELETE), register(_REVOKE)
+
+    # -- keys --------------------------------------------------------------------------------------
+
+    def _index(self, user_digest_: str) -> str:
+        return self.manager.key(f"{{u:{user_digest_}}}:sessions")
+
+    def _session(self, user_digest_: str, token: str) -> str:
+        return self.manager.key(f"{{u:{user_digest_}}}:sess:{token}")
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- operations --------------------------------------------------------------------------------
+
+    def create(self, user_id: UserId, data: Mapping[str, Any] | None = None) -> Session:
+        """A new session for `user_id` with `data` (JSON-like values, str keys)."""
+        digest_ = user_digest(user_id)
+        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        now = self._now_ms()
+        fields = _encode_fields(data or {})
+        keys = [self._session(digest_, token), self._index(digest_)]
+        args = [now, self._ttl_ms, self._abs_ms, token, _utf8(str(user_id)), *fields]
+        self.manager.call(
+            "session.create", lambda c: self._create(keys=keys, args=args, client=c), None, fail_open=False
+        )
+        return _decode(
+            f"{digest_}.{token}", [b"u", args[4], b"c", str(now).encode(), b"l", str(now).encode(), *fields]
+        )
+
+    def get(self, session_id: str) -> Session | None:
+        """The session, its expiry slid forward; None if unknown, malformed, expired or revoked."""
+        return self._run("session.get", self._touch, session_id)
+
+    def touch(self, session_id: str) -> bool:
+        """Slide the expiry without reading the data back; False if there is no such session."""
+        return self._run("session.touch", self._touch, session_id) is not None
+
+    def update(self, session_id: str, **changes: Any) -> Session:
+        """Set data fields atomically (concurrent updates of other fields are kept); slides the expiry."""
+        session = self._run("session.update", self._update, session_id, extra=_encode_fields(changes))
+        if session is None:
+            raise SessionNotFound("session not found or expired")
+        return session
+
+    def rotate(self, session_id: str) -> Session:
+        """Replace the id (after login or privilege change) keeping data and the absolute deadline."""
+        parsed = _parse(session_id)
+        if parsed is None:
+            raise SessionNotFound("session not found or expired")
+        digest_, token = parsed
+        new_token = secrets.token_urlsafe(_TOKEN_BYTES)
+        keys = [self._session(digest_, token), self._index(digest_), self._session(digest_, new_token)]
+        args = [self._now_ms(), self._ttl_ms, self._abs_ms, token, new_token]
+        reply = self.manager.call(
+            "session.rotate", lambda c: self._rotate(keys=keys, args=args, client=c), None, fail_open=False
+        )
+        if not reply:
+            raise SessionNotFound("session not found or expired")
+        return _decode(f"{digest_}.{new_token}", reply)
+
+    def delete(self, session_id: str) -> bool:
+        """Log out one session; False if there was none."""
+        parsed = _parse(session_id)
+        if parsed is None:
+            return False
+        digest_, token = parsed
+        keys = [self._session(digest_, token), self._index(digest_)]
+        n = self.manager.call(
+            "session.delete", lambda c: self._delete(keys=keys, args=[token], client=c), 0, fail_open=False
+        )
+        return bool(n)
+
+    def list_user_sessions(self, user_id: UserId) -> list[Session]:
+        """The user's live sessions, oldest first (expired index entries are pruned)."""
+        digest_ = user_digest(user_id)
+        index = self._index(digest_)
+        now = self._now_ms()
+
+        def run(client: Any) -> list[tuple[str, list[Any]]]:
+            pipe = client.pipeline(transaction=False)
+            pipe.zremrangebyscore(index, "-inf", now)
+            pipe.zrange(index, 0, -1)
+            tokens = [t.decode() for t in pipe.execute()[1]]
+            pipe = client.pipeline(transaction=False)
+            for token in tokens:
+                pipe.hgetall(self._session(digest_, token))
+            return list(zip(tokens, pipe.execute(), strict=True))
+
+        rows = self.manager.call("session.list", run, [], fail_open=False)
+        sessions = []
+        for token, fields in rows:
+            if not fields:
+                continue
+            session = _decode(f"{digest_}.{token}", fields)
+            if session.created_at * 1000 + self._abs_ms > now:
+                sessions.append(session)
+        return sorted(sessions, key=lambda s: (s.created_at, s.id))
+
+    def revoke_all(self, user_id: UserId) -> int:
+        """Delete every session of the user (e.g. after a password change); returns how many."""
+        digest_ = user_digest(user_id)
+        index = self._index(digest_)
+
+        def run(client: Any) -> int:
+            tokens = [t.decode() for t in client.zrange(index, 0, -1)]
+            keys = [index, *(self._session(digest_, t) for t in tokens)]
+            return int(self._revoke(keys=keys, args=tokens, client=client))
+
+        return self.manager.call("session.revoke_all", run, 0, fail_open=False)
+
+    def _run(self, op: str, script: Any, session_id: str, extra: list[Any] | None = None) -> Session | None:
+        parsed = _parse(session_id)
+        if parsed is None:
+            return None
+        digest_, token = parsed
+        keys = [self._session(digest_, token), self._index(digest_)]
+        args = [self._now_ms(), self._ttl_ms, self._abs_ms, token, *(extra or ())]
+        reply = self.manager.call(op, lambda c: script(keys=keys, args=args, client=c), None, fail_open=False)
+        return _decode(session_id, reply) if reply else None
+
+
+def _parse(session_id: object) -> tuple[str, str] | None:
+    if not isinstance(session_id, str):
+        return None
+    m = _ID.fullmatch(session_id)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _utf8(text: str) -> bytes:
+    """Any Python str, lone surrogates included, as bytes (redis-py's strict encoding would raise)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _encode_fields(data: Mapping[str, Any]) -> list[bytes]:
+    """[name, json, name, json, ...] as bytes, names as `d:<name>`."""
+    out: list[bytes] = []
+    for name, value in data.items():
+        if not isinstance(name, str):
+            raise CacheValueError(f"session data keys must be str, not {type(name).__name__}")
+        try:
+            out += [_utf8(_DATA + name), orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)]
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            raise CacheValueError(f"session data {name!r} is not JSON-serializable: {exc}") from exc
+    return out
+
+
+def _decode(session_id: str, reply: list[Any] | dict[bytes, bytes]) -> Session:
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    fields = {k.decode("utf-8", "surrogatepass"): v for k, v in pairs}
+    data = {k[len(_DATA) :]: orjson.loads(v) for k, v in fields.items() if k.startswith(_DATA)}
+    return Session(
+        id=session_id,
+        user_id=fields["u"].decode("utf-8", "surrogatepass"),
+        data=data,
+        created_at=int(fields["c"]) / 1000,
+        last_seen=int(fields["l"]) / 1000,
+    )

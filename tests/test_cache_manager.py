@@ -1,0 +1,254 @@
+"""CacheManager on the real shared Redis: values, TTLs, batches, SCAN deletes, stats, get_or_set."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from perflab.cache import CacheError, CacheKeyError, CacheManager, CacheValueError, make_redis
+from perflab.cache.keys import sibling
+
+
+def test_values_round_trip_and_a_miss_is_none(cache_manager: CacheManager) -> None:
+    values: dict[str, Any] = {
+        "dict": {"a": [1, 2.5, "x"], "nested": {"ok": True}},
+        "list": [1, 2, 3],
+        "str": "héllo 😀",
+        "int": 7,
+        "bytes": b"\x00\xffraw",
+    }
+    for key, value in values.items():
+        assert cache_manager.set(key, value)
+    for key, value in values.items():
+        assert cache_manager.get(key) == value
+    assert cache_manager.get("missing") is None
+    stats = cache_manager.stats()
+    assert (stats.hits, stats.misses, stats.sets) == (5, 1, 5)
+    assert stats.hit_rate == pytest.approx(5 / 6)
+
+
+def test_keys_live_under_the_prefix_with_the_ttl(
+    cache_manager: CacheManager, redis_client: redis.Redis
+) -> None:
+    cache_manager.set("a", 1)
+    cache_manager.set("b", 1, ttl=0.5)
+    assert 0 < redis_client.pttl(f"{cache_manager.prefix}:a") <= 60_000
+    assert 0 < redis_client.pttl(f"{cache_manager.prefix}:b") <= 500
+
+
+def test_bad_values_and_ttls_raise_typed_errors_without_writing(
+    cache_manager: CacheManager, redis_client: redis.Redis
+) -> None:
+    with pytest.raises(CacheValueError):
+        cache_manager.set("x", object())
+    with pytest.raises(CacheError):
+        cache_manager.set("x", 1, ttl=0)
+    with pytest.raises(CacheError):
+        CacheManager(cache_manager.client, prefix="p", default_ttl=0)
+    with pytest.raises(CacheKeyError):
+        CacheManager(cache_manager.client, prefix="p{1}", default_ttl=1)
+    assert not redis_client.exists(f"{cache_manager.prefix}:x")
+
+
+def test_get_many_and_set_many_take_one_round_trip_each(cache_manager: CacheManager) -> None:
+    assert cache_manager.set_many({f"k{i}": {"i": i} for i in range(50)}, ttl=30)
+    got = cache_manager.get_many([f"k{i}" for i in range(50)] + ["absent"])
+    assert got == [{"i": i} for i in range(50)] + [None]
+    latency = cache_manager.stats().latency
+    assert latency["set_many"].count == 1
+    assert latency["get_many"].count == 1
+    assert "get" not in latency and "set" not in latency
+    assert cache_manager.get_many([]) == []
+
+
+def test_a_corrupt_or_foreign_value_is_a_counted_miss(
+    cache_manager: CacheManager, redis_client: redis.Redis
+) -> None:
+    redis_client.set(f"{cache_manager.prefix}:foreign", b"\x7fnot ours")
+    redis_client.set(f"{cache_manager.prefix}:truncated", b'\x01{"a":')
+    assert cache_manager.get("foreign") is None
+    assert cache_manager.get_many(["truncated", "foreign"]) == [None, None]
+    stats = cache_manager.stats()
+    assert (stats.corrupt, stats.hits, stats.misses) == (3, 0, 3)
+
+
+def test_delete_and_delete_pattern_stay_inside_the_prefix(
+    cache_manager: CacheManager, redis_client: redis.Redis, settings
+) -> None:
+    neighbour = CacheManager(cache_manager.client, prefix=settings.key_prefix + "n", default_ttl=60)
+    cache_manager.set_many({f"dp:{i}": i for i in range(1200)})
+    cache_manager.set_many({"keep": 1, "dq:1": 1})
+    neighbour.set("dp:1", 1)
+    assert cache_manager.delete_pattern("dp:*") == 1200
+    assert cache_manager.get_many(["keep", "dq:1"]) == [1, 1]
+    assert neighbour.get("dp:1") == 1
+    assert cache_manager.delete("keep", "dq:1", "never") == 2
+    assert cache_manager.delete() == 0
+    neighbour.delete_pattern("*")
+    assert cache_manager.stats().deletes == 1202
+
+
+def test_server_stats_and_health(cache_manager: CacheManager) -> None:
+    assert cache_manager.healthy()
+    info = cache_manager.server_stats()
+    assert info["available"] is True
+    assert info["redis_version"].startswith("6.")
+    for field in ("keyspace_hits", "keyspace_misses", "used_memory", "evicted_keys", "maxmemory"):
+        assert isinstance(info[field], int)
+
+
+# -- get_or_set --------------------------------------------------------------------------------------
+
+
+def _counting(value: Any, delay: float = 0.0) -> tuple[Callable[[], Any], list[int]]:
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def factory() -> Any:
+        with lock:
+            calls.append(1)
+        time.sleep(delay)
+        return value
+
+    return factory, calls
+
+
+def test_get_or_set_computes_once_then_hits(cache_manager: CacheManager) -> None:
+    factory, calls = _counting({"v": 1})
+    assert cache_manager.get_or_set("g", factory) == {"v": 1}
+    assert cache_manager.get_or_set("g", factory) == {"v": 1}
+    assert cache_manager.get("g") == {"v": 1}  # a plain get reads what get_or_set wrote
+    assert len(calls) == 1
+
+
+def test_get_or_set_caches_none(cache_manager: CacheManager) -> None:
+    factory, calls = _counting(None)
+    assert cache_manager.get_or_set("none", factory) is None
+    assert cache_manager.get_or_set("none", factory) is None
+    assert len(calls) == 1
+
+
+def _stampede(
+    managers: list[CacheManager], threads_per_manager: int, factory: Callable[[], Any]
+) -> list[Any]:
+    n = len(managers) * threads_per_manager
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        manager = managers[i % len(managers)]
+        barrier.wait()
+        results[i] = manager.get_or_set("hot", factory, ttl=30, wait_timeout=20)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_stampede_of_200_threads_runs_the_factory_once(cache_manager: CacheManager) -> None:
+    factory, calls = _counting({"answer": 42}, delay=0.2)
+    results = _stampede([cache_manager], 200, factory)
+    assert len(calls) == 1
+    assert results == [{"answer": 42}] * 200
+    assert cache_manager.stats().coalesced == 199
+
+
+def test_stampede_across_120_managers_runs_the_factory_once(cache_manager: CacheManager) -> None:
+    """Every thread its own manager, as if each were its own process: only the Redis lock protects."""
+    managers = [
+        CacheManager(cache_manager.client, prefix=cache_manager.prefix, default_ttl=60) for _ in range(120)
+    ]
+    factory, calls = _counting({"answer": 42}, delay=0.2)
+    results = _stampede(managers, 1, factory)
+    assert len(calls) == 1
+    assert results == [{"answer": 42}] * 120
+    stats = [m.stats() for m in managers]
+    assert sum(s.lock_waits for s in stats) >= 1  # followers waited on the Redis lock...
+    assert sum(s.lock_timeouts for s in stats) == 0  # ...and got the leader's value
+
+
+def test_a_follower_gives_up_after_wait_timeout_and_computes(
+    cache_manager: CacheManager, redis_client: redis.Redis
+) -> None:
+    full = cache_manager.key("stuck")
+    redis_client.set(sibling(full, "lock"), "someone-else", px=60_000)
+    factory, calls = _counting("mine")
+    assert cache_manager.get_or_set("stuck", factory, wait_timeout=0.2) == "mine"
+    assert len(calls) == 1
+    stats = cache_manager.stats()
+    assert (stats.lock_waits, stats.lock_timeouts) == (1, 1)
+    assert redis_client.get(sibling(full, "lock")) == b"someone-else"  # not ours to release
+
+
+def test_a_lock_whose_holder_died_expires_and_a_waiter_takes_over(
+    cache_manager: CacheManager, redis_client: redis.Redis
+) -> None:
+    redis_client.set(sibling(cache_manager.key("orphan"), "lock"), "dead-process", px=150)
+    factory, calls = _counting("recovered")
+    assert cache_manager.get_or_set("orphan", factory, wait_timeout=10) == "recovered"
+    assert len(calls) == 1
+    assert cache_manager.stats().lock_timeouts == 0
+
+
+def test_a_slow_owner_never_releases_the_next_owners_lock(
+    cache_manager: CacheManager, redis_client: redis.Redis
+) -> None:
+    lock = sibling(cache_manager.key("slow"), "lock")
+
+    def slow_factory() -> str:
+        # Our lock "expired" while we computed and another process took it.
+        redis_client.set(lock, "next-owner", px=60_000)
+        return "late"
+
+    assert cache_manager.get_or_set("slow", slow_factory) == "late"
+    assert redis_client.get(lock) == b"next-owner"
+
+
+def test_a_failing_factory_releases_the_lock_and_propagates(
+    cache_manager: CacheManager, redis_client: redis.Redis
+) -> None:
+    def boom() -> Any:
+        raise RuntimeError("factory failed")
+
+    with pytest.raises(RuntimeError, match="factory failed"):
+        cache_manager.get_or_set("fails", boom)
+    assert not redis_client.exists(sibling(cache_manager.key("fails"), "lock"))
+    factory, _ = _counting("second try")
+    assert cache_manager.get_or_set("fails", factory) == "second try"
+
+
+def test_xfetch_recomputes_early_only_when_enabled(cache_manager: CacheManager) -> None:
+    factory, calls = _counting("v", delay=0.02)
+    cache_manager.get_or_set("x", factory, ttl=60)
+    cache_manager.get_or_set("x", factory, ttl=60, beta=0)  # disabled: a plain hit
+    assert len(calls) == 1
+    # beta so large that -delta * beta * ln(u) exceeds the remaining 60 s for any u < 1.
+    cache_manager.get_or_set("x", factory, ttl=60, beta=1e9)
+    assert len(calls) == 2
+    assert cache_manager.stats().early_refreshes == 1
+
+
+def test_get_or_set_from_inside_its_own_factory_is_refused(cache_manager: CacheManager) -> None:
+    def recursive() -> Any:
+        return cache_manager.get_or_set("r", recursive)
+
+    with pytest.raises(CacheKeyError):
+        cache_manager.get_or_set("r", recursive)
+
+
+def test_make_redis_does_no_io_until_the_first_command(settings) -> None:
+    from perflab.services._ports import free_port
+
+    client = make_redis(settings, f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == settings.redis_socket_timeout
+    assert client.connection_pool.connection_kwargs["retry"].get_retries() == 0
