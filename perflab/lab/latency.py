@@ -95,6 +95,7 @@ class LoadResult:
     seconds: float
     requests: int
     errors: int
+    samples_ms: list[float] | None = None  # raw latencies, kept for `perflab compare`
 
     @property
     def throughput(self) -> float:
@@ -108,7 +109,9 @@ class LoadResult:
         }
 
 
-def run_closed(fn: Callable[[int], Any], *, concurrency: int, requests: int, warmup: int = 0) -> LoadResult:
+def run_closed(
+    fn: Callable[[int], Any], *, concurrency: int, requests: int, warmup: int = 0, keep_samples: bool = False
+) -> LoadResult:
     """`requests` calls of fn(i) from `concurrency` threads, back to back; latency per call."""
     for i in range(warmup):
         fn(-1 - i)
@@ -116,6 +119,7 @@ def run_closed(fn: Callable[[int], Any], *, concurrency: int, requests: int, war
     counter = iter(range(requests))
     lock = threading.Lock()
     errors = 0
+    samples: list[float] | None = [] if keep_samples else None
 
     def worker() -> None:
         nonlocal errors
@@ -131,14 +135,17 @@ def run_closed(fn: Callable[[int], Any], *, concurrency: int, requests: int, war
                 with lock:
                     errors += 1
                 continue
-            hist.record_ns(time.perf_counter_ns() - t0)
+            elapsed = time.perf_counter_ns() - t0
+            hist.record_ns(elapsed)
+            if samples is not None:
+                samples.append(elapsed / 1e6)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         for f in [pool.submit(worker) for _ in range(concurrency)]:
             f.result()
     hist.errors = errors
-    return LoadResult(hist, time.perf_counter() - started, requests, errors)
+    return LoadResult(hist, time.perf_counter() - started, requests, errors, samples)
 
 
 def run_open(
