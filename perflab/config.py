@@ -68,6 +68,12 @@ class Settings:
     cdn_base_url: str = "http://127.0.0.1:8081"
     cdn_signing_key: str | None = None
 
+    # The service: session cookies are HMAC-signed with this (None: a random key kept in `home`, shared
+    # by every worker on this machine; staging must set it, the same on every host).
+    session_secret: str | None = None
+    service_host: str = "127.0.0.1"
+    service_port: int = 8000
+
     @property
     def embedded(self) -> bool:
         """True when perflab runs (and owns) its own servers rather than staging's."""
