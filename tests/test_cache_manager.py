@@ -244,6 +244,13 @@ def test_get_or_set_from_inside_its_own_factory_is_refused(cache_manager: CacheM
         cache_manager.get_or_set("r", recursive)
 
 
+def test_a_decoding_client_is_refused(servers) -> None:
+    with pytest.raises(CacheError, match="decode_responses"):
+        CacheManager(
+            redis.Redis.from_url(servers.redis_url, decode_responses=True), prefix="p", default_ttl=1
+        )
+
+
 def test_make_redis_does_no_io_until_the_first_command(settings) -> None:
     from perflab.services._ports import free_port
 

@@ -1,8 +1,8 @@
 """A circuit breaker, so a dead Redis costs one fast check per call instead of a socket timeout.
 
 closed -> (failure_threshold consecutive failures) -> open -> (reset_timeout) -> half-open: one probe
-call goes through; success closes the breaker, failure opens it again. The closed path is one attribute
-read, because it sits on every cache call.
+call goes through; success closes the breaker, failure opens it again. Callers on a hot path may skip
+both `allow()` and `record_success()` while `clean` is true (closed, no failures since the last success).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class CircuitBreaker:
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = True
+        self.clean = True  # closed with no failures: allow() is True and record_success() a no-op
         self._state = CLOSED
         self._failures = 0
         self._retry_at = 0.0
@@ -60,7 +61,7 @@ class CircuitBreaker:
             return False
 
     def record_success(self) -> None:
-        if self._closed and not self._failures:
+        if self.clean:
             return
         with self._lock:
             self._failures = 0
@@ -68,9 +69,11 @@ class CircuitBreaker:
                 log.warning("redis circuit breaker closed: redis answers again")
                 self._closed = True
                 self._state = CLOSED
+            self.clean = True
 
     def record_failure(self) -> None:
         with self._lock:
+            self.clean = False
             self._failures += 1
             if self._state == HALF_OPEN or self._failures >= self.failure_threshold:
                 if self._state == CLOSED:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.cluster import RedisCluster
@@ -97,8 +97,14 @@ class CacheManager:
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self._p = prefix + ":"
         self._stats = StatsRecorder()
+        if _decodes_responses(client):
+            raise CacheError("CacheManager needs a bytes client (decode_responses=False): values are binary")
         self._cluster = isinstance(client, RedisCluster)
-        self._mget = client.mget_nonatomic if self._cluster else client.mget
+        # Typed for a bytes client. On a cluster, MGET across slots is split per slot by redis-py.
+        mget = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
+        self._mget = cast(Callable[[list[str]], list[bytes | None]], mget)
+        self._get = cast(Callable[[str], bytes | None], client.get)
+        self._observe = self._stats.observe
         # register_script only computes the SHA; the script is loaded on first use.
         self._get_or_lock = client.register_script(_GET_OR_LOCK)
         self._store_and_release = client.register_script(_STORE_AND_RELEASE)
@@ -158,20 +164,23 @@ class CacheManager:
 
     def get_raw(self, key: str) -> bytes | None:
         """The stored bytes of `key`, or None on a miss or any Redis failure. The hot path."""
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if not breaker.clean and not breaker.allow():
             self._stats.add(errors=1, short_circuits=1)
             return None
         t0 = perf_counter_ns()
         try:
-            data = self.client.get(self._p + key)
+            data = self._get(self._p + key)
         except RedisError as exc:
             self._failed("get", exc, t0)
             return None
-        self.breaker.record_success()
+        elapsed = perf_counter_ns() - t0
+        if not breaker.clean:
+            breaker.record_success()
         if data is None:
-            self._stats.observe("get", perf_counter_ns() - t0, 0, 1)
+            self._observe("get", elapsed, 0, 1)
         else:
-            self._stats.observe("get", perf_counter_ns() - t0, 1, 0)
+            self._observe("get", elapsed, 1, 0)
         return data
 
     def get_many_raw(self, keys: Iterable[str]) -> list[bytes | None]:
@@ -473,6 +482,11 @@ class CacheManager:
             "expired_keys": int(info.get("expired_keys", 0)),
             "connected_clients": int(info.get("connected_clients", 0)),
         }
+
+
+def _decodes_responses(client: RedisClient) -> bool:
+    kwargs = client.get_connection_kwargs() if hasattr(client, "get_connection_kwargs") else {}
+    return bool(kwargs.get("decode_responses"))
 
 
 def _xfetch_due(delta: float, beta: float, expiry: float) -> bool:

@@ -20,13 +20,13 @@ import secrets
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from perflab.cache.errors import CacheKeyError, CacheValueError
 from perflab.cache.keys import UserId, digest, user_tag
-from perflab.cache.manager import CacheManager
+from perflab.cache.manager import CacheManager, RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,10 @@ class SearchCache:
 
     def lookup(self, user_id: UserId, query: str, filters: Mapping[str, Any] | None = None) -> CachedSearch:
         gen_key, entry_key = self.keys(user_id, query, filters)
-        reply = self.manager.call("search.get", lambda c: c.mget(gen_key, entry_key), None)
+        reply = cast(
+            list[bytes | None] | None,
+            self.manager.call("search.get", lambda c: c.mget(gen_key, entry_key), None),
+        )
         if reply is None:
             return CachedSearch(None, None)
         gen, data = reply
@@ -186,10 +189,10 @@ class SearchCache:
     def generation(self, user_id: UserId) -> int | None:
         """The user's current generation (0: none yet; None: Redis unavailable)."""
         gen_key = self.manager.key(f"{user_tag(user_id)}:search:gen")
-        gen = self.manager.call("search.generation", lambda c: c.get(gen_key), False)
-        if gen is False:
+        reply = self.manager.call("search.generation", lambda c: [c.get(gen_key)], None)
+        if reply is None:
             return None
-        return int(gen) if gen is not None else 0
+        return int(reply[0]) if reply[0] is not None else 0
 
     def invalidate_user(self, user_id: UserId) -> int:
         """Make every cached result of this user a miss, in O(1). Returns the new generation (>= 1),
@@ -226,7 +229,11 @@ class SearchCache:
         if n < 1:
             return []
         key = self.manager.key(_POPULAR_KEY)
-        rows = self.manager.call("search.popular", lambda c: c.zrevrange(key, 0, n - 1, withscores=True), [])
+
+        def fetch(c: RedisClient) -> list[Any]:
+            return list(c.zrevrange(key, 0, n - 1, withscores=True))
+
+        rows: list[Any] = self.manager.call("search.popular", fetch, [])
         return [(m.decode("utf-8", "surrogatepass"), float(s)) for m, s in rows]
 
     def warm(

@@ -43,8 +43,8 @@ def loads(data: bytes) -> Any:
         raise CorruptValue("empty value")
     tag = data[0]
     if tag == _JSON:
-        try:
-            return orjson.loads(memoryview(data)[1:])
+        try:  # a bytes slice: orjson parses bytes faster than a memoryview, even counting the copy
+            return orjson.loads(data[1:])
         except orjson.JSONDecodeError as exc:
             raise CorruptValue(str(exc)) from exc
     if tag == _BYTES:

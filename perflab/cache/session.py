@@ -24,13 +24,13 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from perflab.cache.errors import CacheValueError, SessionNotFound
 from perflab.cache.keys import UserId, user_digest
-from perflab.cache.manager import CacheManager
+from perflab.cache.manager import CacheManager, RedisClient
 
 _TOKEN_BYTES = 32  # 256 bits
 _ID = re.compile(r"([0-9a-f]{32})\.([A-Za-z0-9_-]{43})")
@@ -170,7 +170,7 @@ class SessionStore:
         now = self._now_ms()
         fields = _encode_fields(data or {})
         keys = [self._session(digest_, token), self._index(digest_)]
-        args = [now, self._ttl_ms, self._abs_ms, token, _utf8(str(user_id)), *fields]
+        args: list[Any] = [now, self._ttl_ms, self._abs_ms, token, _utf8(str(user_id)), *fields]
         self.manager.call(
             "session.create", lambda c: self._create(keys=keys, args=args, client=c), None, fail_open=False
         )
@@ -201,7 +201,7 @@ class SessionStore:
         digest_, token = parsed
         new_token = secrets.token_urlsafe(_TOKEN_BYTES)
         keys = [self._session(digest_, token), self._index(digest_), self._session(digest_, new_token)]
-        args = [self._now_ms(), self._ttl_ms, self._abs_ms, token, new_token]
+        args: list[Any] = [self._now_ms(), self._ttl_ms, self._abs_ms, token, new_token]
         reply = self.manager.call(
             "session.rotate", lambda c: self._rotate(keys=keys, args=args, client=c), None, fail_open=False
         )
@@ -227,7 +227,7 @@ class SessionStore:
         index = self._index(digest_)
         now = self._now_ms()
 
-        def run(client: Any) -> list[tuple[str, list[Any]]]:
+        def run(client: RedisClient) -> list[tuple[str, Any]]:
             pipe = client.pipeline(transaction=False)
             pipe.zremrangebyscore(index, "-inf", now)
             pipe.zrange(index, 0, -1)
@@ -237,7 +237,7 @@ class SessionStore:
                 pipe.hgetall(self._session(digest_, token))
             return list(zip(tokens, pipe.execute(), strict=True))
 
-        rows = self.manager.call("session.list", run, [], fail_open=False)
+        rows: list[tuple[str, Any]] = self.manager.call("session.list", run, [], fail_open=False)
         sessions = []
         for token, fields in rows:
             if not fields:
@@ -252,8 +252,8 @@ class SessionStore:
         digest_ = user_digest(user_id)
         index = self._index(digest_)
 
-        def run(client: Any) -> int:
-            tokens = [t.decode() for t in client.zrange(index, 0, -1)]
+        def run(client: RedisClient) -> int:
+            tokens = [t.decode() for t in cast(list[bytes], client.zrange(index, 0, -1))]
             keys = [index, *(self._session(digest_, t) for t in tokens)]
             return int(self._revoke(keys=keys, args=tokens, client=client))
 
@@ -265,7 +265,7 @@ class SessionStore:
             return None
         digest_, token = parsed
         keys = [self._session(digest_, token), self._index(digest_)]
-        args = [self._now_ms(), self._ttl_ms, self._abs_ms, token, *(extra or ())]
+        args: list[Any] = [self._now_ms(), self._ttl_ms, self._abs_ms, token, *(extra or ())]
         reply = self.manager.call(op, lambda c: script(keys=keys, args=args, client=c), None, fail_open=False)
         return _decode(session_id, reply) if reply else None
 

@@ -1,0 +1,26 @@
+"""`perflab bench cache --json`: the JSON contract, on tiny sizes (the figures themselves mean nothing here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from perflab.bench import cache as bench
+from perflab.config import Settings
+
+
+def test_bench_cache_prints_the_contract_keys_and_cleans_up(
+    settings: Settings, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(settings, ["--json", "--quick"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in bench.TARGETS:
+        assert isinstance(result[key], int | float)
+    assert result["stampede_factory_calls"] == 1
+    assert result["stampede"]["all_got_the_value"]
+    assert set(result["ops_per_s"]) >= {"get", "set", "get_many", "set_many"}
+    assert all(result["ops_per_s"][k] > 0 for k in ("get", "set", "get_many", "set_many"))
+    assert result["embedding_memory_ratio_vs_seed"] > 1  # packed float32 beats JSON at any size
+    assert not list(redis_client.scan_iter(match=f"{settings.key_prefix}bench*", count=1000))
