@@ -198,17 +198,25 @@ def test_a_lock_whose_holder_died_expires_and_a_waiter_takes_over(
     assert cache_manager.stats().lock_timeouts == 0
 
 
+@pytest.mark.parametrize("fails", [False, True])
 def test_a_slow_owner_never_releases_the_next_owners_lock(
-    cache_manager: CacheManager, redis_client: redis.Redis
+    cache_manager: CacheManager, redis_client: redis.Redis, fails: bool
 ) -> None:
     lock = sibling(cache_manager.key("slow"), "lock")
 
     def slow_factory() -> str:
         # Our lock "expired" while we computed and another process took it.
         redis_client.set(lock, "next-owner", px=60_000)
+        if fails:
+            raise RuntimeError("late and failing")
         return "late"
 
-    assert cache_manager.get_or_set("slow", slow_factory) == "late"
+    if fails:
+        with pytest.raises(RuntimeError):
+            cache_manager.get_or_set("slow", slow_factory)
+    else:
+        assert cache_manager.get_or_set("slow", slow_factory) == "late"
+        assert cache_manager.get("slow") == "late"  # stored all the same
     assert redis_client.get(lock) == b"next-owner"
 
 

@@ -375,7 +375,7 @@ class CacheManager:
                 return self._lead(full, lock, token, factory, ttl_ms)
             if status == _HIT:
                 try:
-                    value, delta, expiry = loads_entry(data)  # type: ignore[arg-type]
+                    value, delta, expiry = loads_entry(cast(bytes, data))
                 except CorruptValue:
                     self._stats.corrupt(1)
                     if self._try_lock(lock, token, lock_ms):

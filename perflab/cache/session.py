@@ -58,17 +58,8 @@ local function slide(key, token, deadline)
   redis.call('ZADD', KEYS[2], expiry, token)
 end
 """
-# get/touch: slide the expiry, return the fields (or nil).
-_TOUCH = (
-    _LOAD
-    + """
-local h, deadline = load()
-if not h then return nil end
-slide(KEYS[1], ARGV[4], deadline)
-return redis.call('HGETALL', KEYS[1])
-"""
-)
-# update: ARGV[5..] = field, value pairs.
+# get / touch / update: set ARGV[5..] (field, value pairs; none for get and touch), slide the expiry,
+# return the fields (or nil).
 _UPDATE = (
     _LOAD
     + """
@@ -147,7 +138,7 @@ class SessionStore:
         self._ttl_ms = max(1, int(ttl * 1000))
         self._abs_ms = max(1, int(absolute_ttl * 1000))
         register = manager.client.register_script
-        self._create, self._touch, self._update = register(_CREATE), register(_TOUCH), register(_UPDATE)
+        self._create, self._update = register(_CREATE), register(_UPDATE)
         self._rotate, self._delete, self._revoke = register(_ROTATE), register(_DELETE), register(_REVOKE)
 
     # -- keys --------------------------------------------------------------------------------------
@@ -180,11 +171,11 @@ class SessionStore:
 
     def get(self, session_id: str) -> Session | None:
         """The session, its expiry slid forward; None if unknown, malformed, expired or revoked."""
-        return self._run("session.get", self._touch, session_id)
+        return self._run("session.get", self._update, session_id)
 
     def touch(self, session_id: str) -> bool:
         """Slide the expiry without reading the data back; False if there is no such session."""
-        return self._run("session.touch", self._touch, session_id) is not None
+        return self._run("session.touch", self._update, session_id) is not None
 
     def update(self, session_id: str, **changes: Any) -> Session:
         """Set data fields atomically (concurrent updates of other fields are kept); slides the expiry."""
