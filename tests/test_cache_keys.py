@@ -55,10 +55,11 @@ def test_hash_tag_follows_the_cluster_rule() -> None:
 
 
 @pytest.mark.parametrize("key", ["pl:plain", "pl:{u:abc}:search:gen", "{a", "pl:{x}y}"])
-def test_sibling_shares_the_slot(key: str) -> None:
-    lock = sibling(key, "lock")
+def test_sibling_shares_the_slot_and_the_namespace(key: str) -> None:
+    lock = sibling(key, "lock", "pl:")
     assert lock != key
     assert key_slot(lock.encode()) == key_slot(key.encode())
+    assert lock.startswith("pl:") or lock.startswith(key)
 
 
 @pytest.mark.parametrize("key", ["pl:a}b", "pl:{}:empty"])

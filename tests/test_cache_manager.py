@@ -11,7 +11,6 @@ import pytest
 import redis
 
 from perflab.cache import CacheError, CacheKeyError, CacheManager, CacheValueError, make_redis
-from perflab.cache.keys import sibling
 
 
 def test_values_round_trip_and_a_miss_is_none(cache_manager: CacheManager) -> None:
@@ -178,20 +177,21 @@ def test_stampede_across_120_managers_runs_the_factory_once(cache_manager: Cache
 def test_a_follower_gives_up_after_wait_timeout_and_computes(
     cache_manager: CacheManager, redis_client: redis.Redis
 ) -> None:
-    full = cache_manager.key("stuck")
-    redis_client.set(sibling(full, "lock"), "someone-else", px=60_000)
+    lock = cache_manager.lock_key("stuck")
+    assert lock.startswith(cache_manager.key(""))  # cleaned up with the prefix
+    redis_client.set(lock, "someone-else", px=60_000)
     factory, calls = _counting("mine")
     assert cache_manager.get_or_set("stuck", factory, wait_timeout=0.2) == "mine"
     assert len(calls) == 1
     stats = cache_manager.stats()
     assert (stats.lock_waits, stats.lock_timeouts) == (1, 1)
-    assert redis_client.get(sibling(full, "lock")) == b"someone-else"  # not ours to release
+    assert redis_client.get(lock) == b"someone-else"  # not ours to release
 
 
 def test_a_lock_whose_holder_died_expires_and_a_waiter_takes_over(
     cache_manager: CacheManager, redis_client: redis.Redis
 ) -> None:
-    redis_client.set(sibling(cache_manager.key("orphan"), "lock"), "dead-process", px=150)
+    redis_client.set(cache_manager.lock_key("orphan"), "dead-process", px=150)
     factory, calls = _counting("recovered")
     assert cache_manager.get_or_set("orphan", factory, wait_timeout=10) == "recovered"
     assert len(calls) == 1
@@ -202,7 +202,7 @@ def test_a_lock_whose_holder_died_expires_and_a_waiter_takes_over(
 def test_a_slow_owner_never_releases_the_next_owners_lock(
     cache_manager: CacheManager, redis_client: redis.Redis, fails: bool
 ) -> None:
-    lock = sibling(cache_manager.key("slow"), "lock")
+    lock = cache_manager.lock_key("slow")
 
     def slow_factory() -> str:
         # Our lock "expired" while we computed and another process took it.
@@ -228,7 +228,7 @@ def test_a_failing_factory_releases_the_lock_and_propagates(
 
     with pytest.raises(RuntimeError, match="factory failed"):
         cache_manager.get_or_set("fails", boom)
-    assert not redis_client.exists(sibling(cache_manager.key("fails"), "lock"))
+    assert not redis_client.exists(cache_manager.lock_key("fails"))
     factory, _ = _counting("second try")
     assert cache_manager.get_or_set("fails", factory) == "second try"
 

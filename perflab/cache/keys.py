@@ -71,11 +71,14 @@ def hash_tag(key: str) -> str | None:
     return key[start + 1 : end]
 
 
-def sibling(key: str, suffix: str) -> str:
-    """A key in the same cluster slot as `key` (e.g. its lock), whether or not `key` has a hash tag."""
+def sibling(key: str, suffix: str, namespace: str = "") -> str:
+    """A key in the same cluster slot as `key` (e.g. its lock), whether or not `key` has a hash tag.
+
+    Tagged: `key:suffix`. Untagged: `namespace + suffix:{key}`, whose tag is the whole of `key`, so it
+    hashes exactly as Redis hashes the tag-less `key` itself, and it still starts with `namespace`.
+    """
     if hash_tag(key) is not None:
         return f"{key}:{suffix}"
     if "}" in key:
         raise CacheKeyError(f"key {key!r} has a stray '}}': no sibling key can share its slot")
-    # `{key}:suffix` hashes `key`, exactly as Redis hashes the tag-less `key` itself.
-    return "{" + key + "}:" + suffix
+    return f"{namespace}{suffix}:{{{key}}}"

@@ -118,6 +118,10 @@ class CacheManager:
         """The full Redis key for a relative key."""
         return self._p + key
 
+    def lock_key(self, key: str) -> str:
+        """The full key of `key`'s get_or_set lock: under the prefix, in the same cluster slot as `key`."""
+        return sibling(self._p + key, "lock", self._p)
+
     def call(self, op: str, fn: Callable[[RedisClient], T], default: T, *, fail_open: bool = True) -> T:
         """Run `fn(client)` under the breaker, timing it as `op`.
 
@@ -321,7 +325,7 @@ class CacheManager:
         factory propagate to the caller and to the threads that waited for it.
         """
         full = self._p + key
-        lock = sibling(full, "lock")
+        lock = self.lock_key(key)
         me = threading.get_ident()
         with self._flights_lock:
             flight = self._flights.get(full)
