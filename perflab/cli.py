@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("perflab.services.commands:down", "stop the embedded servers"),
     "status": ("perflab.services.commands:status", "print each server's URL and version"),
     "db": ("perflab.db.commands:main", "database maintenance: migrate, reset"),
+    "seed": ("perflab.db.commands:seed", "build the reproducible synthetic media library (--media --users --seed)"),
     "report": ("perflab.lab.commands:report", "run the notebooks (papermill), render reports/, check SLOs"),
     "compare": ("perflab.lab.commands:compare", "regressions beyond noise between two report runs"),
     "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),

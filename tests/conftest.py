@@ -79,3 +79,12 @@ def cache_manager(settings: Settings, servers: Endpoints, redis_client: redis.Re
     client = make_redis(settings, servers.redis_url)
     yield CacheManager(client, prefix=settings.key_prefix, default_ttl=60)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def db_pool(base_settings: Settings, servers: Endpoints, db_conn: psycopg.Connection) -> Iterator[object]:
+    """A perflab.db pool (psycopg_pool) on this session's migrated schema."""
+    from perflab.db import make_pool
+
+    with make_pool(base_settings, servers.database_url, min_size=1, max_size=4, open=True) as pool:
+        yield pool

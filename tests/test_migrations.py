@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import psycopg
 
@@ -8,10 +9,14 @@ from perflab.config import Settings
 from perflab.db import connect, drop_schema, migrate
 from perflab.services import Endpoints
 
+ALL_VERSIONS = sorted(
+    p.name.removesuffix(".sql") for p in (Path(__file__).parents[1] / "perflab/db/migrations").glob("*.sql")
+)
+
 
 def test_migrate_twice_is_a_no_op(db_conn: psycopg.Connection, base_settings: Settings) -> None:
     again = migrate(db_conn, base_settings)
-    assert again.applied == [] and again.already == ["0001_init"]
+    assert again.applied == [] and again.already == ALL_VERSIONS
     tables = {
         r[0]
         for r in db_conn.execute(
@@ -55,7 +60,7 @@ def test_concurrent_migrations_agree(servers: Endpoints, base_settings: Settings
     with connect(s, servers.database_url) as conn:
         drop_schema(conn, s.db_schema)
     assert not errors
-    assert sorted(results) == [[], [], [], ["0001_init"]]
+    assert sorted(results) == [[], [], [], ALL_VERSIONS]
 
 
 def test_seed_indexes_exist(db_conn: psycopg.Connection, base_settings: Settings) -> None:

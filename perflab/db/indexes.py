@@ -1,0 +1,228 @@
+"""Index management: the seed's indexes built CONCURRENTLY IF NOT EXISTS, vector index rebuilds for
+bulk loads, and a report of unused and missing indexes from PostgreSQL's statistics views."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from perflab.db.pool import autocommit
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    name: str
+    table: str
+    body: str  # what follows `ON table`: columns, USING, WITH, WHERE
+
+    def create_sql(self) -> sql.Composed:
+        return sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ").format(
+            sql.Identifier(self.name), sql.Identifier(self.table)
+        ) + sql.SQL(self.body)  # type: ignore[arg-type]  # body is a constant of this module or a test
+
+
+# The seed's createOptimalIndexes, plus the btree the exact per-user vector path needs.
+SEED_INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec("idx_users_activity", "users", "(last_login_at DESC, created_at DESC)"),
+    IndexSpec("idx_media_files_user_status", "media_files", "(user_id, status, uploaded_at DESC)"),
+    IndexSpec(
+        "idx_processing_jobs_status",
+        "processing_jobs",
+        "(status, created_at DESC) WHERE status IN ('pending', 'processing')",
+    ),
+    IndexSpec("idx_search_history_user_created", "search_history", "(user_id, created_at DESC)"),
+    IndexSpec("idx_media_embeddings_user", "media_embeddings", "(user_id)"),
+)
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    name: str
+    action: str  # created | exists | rebuilt (an INVALID leftover of a failed concurrent build)
+    seconds: float
+
+
+def create_indexes(
+    conn: psycopg.Connection[Any], specs: tuple[IndexSpec, ...] = SEED_INDEXES
+) -> list[IndexOutcome]:
+    """Create each index without blocking writers. CONCURRENTLY cannot run inside a transaction, so the
+    connection is switched to autocommit for the call. A failed concurrent build leaves an INVALID index
+    that IF NOT EXISTS would keep forever; those are dropped and built again."""
+    out: list[IndexOutcome] = []
+    with autocommit(conn):
+        for spec in specs:
+            state = conn.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace",
+                (spec.name,),
+            ).fetchone()
+            action = "created" if state is None else "exists" if state[0] else "rebuilt"
+            t0 = time.perf_counter()
+            if action == "rebuilt":
+                conn.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(spec.name))
+                )
+            if action != "exists":
+                conn.execute(spec.create_sql())
+            out.append(IndexOutcome(spec.name, action, time.perf_counter() - t0))
+    return out
+
+
+# ---- vector indexes around a bulk load ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexDef:
+    name: str
+    definition: str  # pg_get_indexdef(): a complete CREATE INDEX statement
+
+
+def vector_indexes(conn: psycopg.Connection[Any], table: str = "media_embeddings") -> list[IndexDef]:
+    """The HNSW / IVFFlat indexes on `table` in the current schema, with their exact definitions."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+        " WHERE i.indrelid = to_regclass(%s) AND am.amname IN ('hnsw', 'ivfflat') ORDER BY 1",
+        (table,),
+    ).fetchall()
+    return [IndexDef(name, definition) for name, definition in rows]
+
+
+def maintenance_work_mem_for(rows: int, dim: int) -> str:
+    """Enough memory to build an HNSW graph in RAM (vectors + ~2x m neighbour slots per element),
+    so the build never falls back to the much slower on-disk phase; 64 MB to 8 GB."""
+    need = rows * (dim * 4 + 600) * 1.3
+    mb = min(max(math.ceil(need / 2**20), 64), 8192)
+    return f"{mb}MB"
+
+
+def build_indexes(
+    conn: psycopg.Connection[Any],
+    defs: list[IndexDef],
+    *,
+    maintenance_work_mem: str,
+    parallel_workers: int = 1,
+) -> float:
+    """Run the saved definitions with room to build in memory; return the seconds it took."""
+    t0 = time.perf_counter()
+    with conn.transaction():
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (maintenance_work_mem,))
+        conn.execute(
+            "SELECT set_config('max_parallel_maintenance_workers', %s, true)", (str(int(parallel_workers)),)
+        )
+        for d in defs:
+            conn.execute(sql.SQL(d.definition))  # type: ignore[arg-type]  # from pg_get_indexdef
+    return time.perf_counter() - t0
+
+
+def drop_indexes(conn: psycopg.Connection[Any], defs: list[IndexDef]) -> None:
+    with conn.transaction():
+        for d in defs:
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(d.name)))
+
+
+# ---- unused / missing index report ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnusedIndex:
+    name: str
+    table: str
+    size_bytes: int
+    definition: str
+
+
+@dataclass(frozen=True)
+class MissingIndex:
+    kind: str  # seq_scans | foreign_key
+    table: str
+    detail: str
+    suggestion: str | None
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    schema: str
+    unused: list[UnusedIndex]
+    missing: list[MissingIndex]
+
+
+_UNUSED = """
+SELECT s.indexrelname, s.relname, pg_relation_size(s.indexrelid), pg_get_indexdef(s.indexrelid)
+FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
+WHERE s.schemaname = %s AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)
+ORDER BY pg_relation_size(s.indexrelid) DESC, 1
+"""
+
+_SEQ_HEAVY = """
+SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_live_tup
+FROM pg_stat_user_tables
+WHERE schemaname = %s AND seq_scan >= %s AND n_live_tup >= %s
+  AND seq_tup_read / greatest(seq_scan, 1) >= %s AND seq_scan > coalesce(idx_scan, 0)
+ORDER BY seq_tup_read DESC
+"""
+
+# Foreign keys whose columns are not the leading columns of any index: every delete of a parent row
+# (and every join on the key) scans the child table.
+_FK_UNINDEXED = """
+SELECT c.conrelid::regclass::text, c.conname,
+       array_agg(a.attname ORDER BY k.ord) AS cols
+FROM pg_constraint c
+CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+WHERE c.contype = 'f' AND c.connamespace = %s::regnamespace
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_index i
+      WHERE i.indrelid = c.conrelid
+        AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
+        AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey)
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+
+def index_report(
+    conn: psycopg.Connection[Any],
+    schema: str | None = None,
+    *,
+    min_rows: int = 10_000,
+    min_seq_scans: int = 5,
+) -> IndexReport:
+    """Unused indexes (never scanned since statistics were reset; constraint indexes excluded) and
+    missing ones: tables mostly read by large sequential scans, and unindexed foreign keys.
+
+    The counters are cumulative since the last statistics reset, so read this after a representative
+    workload, not after a fresh load."""
+    schema = schema or conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+    unused = [UnusedIndex(*r) for r in conn.execute(_UNUSED, (schema,))]
+    missing: list[MissingIndex] = []
+    for rel, seq, seq_read, idx, live in conn.execute(
+        _SEQ_HEAVY, (schema, min_seq_scans, min_rows, min_rows)
+    ):
+        missing.append(
+            MissingIndex(
+                "seq_scans",
+                rel,
+                f"{seq:,} sequential scans read {seq_read // max(seq, 1):,} of {live:,} rows each on average"
+                f" ({idx:,} index scans); find the filtering query with perflab's analyze()",
+                None,
+            )
+        )
+    for rel, con, cols in conn.execute(_FK_UNINDEXED, (schema,)):
+        missing.append(
+            MissingIndex(
+                "foreign_key",
+                rel,
+                f"foreign key {con} ({', '.join(cols)}) has no index starting with its columns",
+                sql.SQL("CREATE INDEX CONCURRENTLY ON {} ({})")
+                .format(sql.Identifier(*rel.split(".")), sql.SQL(", ").join(map(sql.Identifier, cols)))
+                .as_string(conn),
+            )
+        )
+    return IndexReport(schema, unused, missing)

@@ -1,0 +1,68 @@
+"""A psycopg_pool.ConnectionPool configured like every perflab connection (schema on the search_path,
+pgvector registered), and `borrow`, which lets a function accept either a pool or a connection."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from perflab.config import Settings
+from perflab.db.connect import configure, conninfo_kwargs
+from perflab.db.errors import InvalidInput
+
+# psycopg prepares a statement on a connection after it ran this many times (its default is 5). The hot
+# queries pass prepare=True and are prepared on first use; this covers everything else that repeats.
+PREPARE_THRESHOLD = 2
+
+PoolOrConn = ConnectionPool | psycopg.Connection[Any]
+
+
+def make_pool(
+    settings: Settings,
+    url: str,
+    *,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    open: bool = False,
+    name: str = "perflab",
+) -> ConnectionPool:
+    """Build the pool (sizes default to settings.db_pool_min/max). Nothing connects until it is opened:
+    pass open=True, call `pool.open()`, or use it as a context manager."""
+    kwargs = conninfo_kwargs(settings) | {"prepare_threshold": PREPARE_THRESHOLD}
+    return ConnectionPool(
+        url,
+        min_size=settings.db_pool_min if min_size is None else min_size,
+        max_size=settings.db_pool_max if max_size is None else max_size,
+        kwargs=kwargs,
+        configure=configure,
+        open=open,
+        name=name,
+    )
+
+
+@contextlib.contextmanager
+def borrow(source: PoolOrConn) -> Iterator[psycopg.Connection[Any]]:
+    """A connection from a pool (returned afterwards) or the connection itself (left open)."""
+    if isinstance(source, ConnectionPool):
+        with source.connection() as conn:
+            yield conn
+    else:
+        yield source
+
+
+@contextlib.contextmanager
+def autocommit(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """Run statements that refuse a transaction block (CREATE INDEX CONCURRENTLY, VACUUM) on `conn`,
+    restoring its mode afterwards. The connection must be idle."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise InvalidInput("this needs a connection that is not inside a transaction")
+    was = conn.autocommit
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.autocommit = was

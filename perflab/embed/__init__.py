@@ -1,0 +1,20 @@
+"""Text embedders behind one interface: a batch of texts in, a float32 (n, dim) unit-norm array out."""
+
+from perflab.embed.base import Embedder, EmbeddingError, InvalidText
+from perflab.embed.factory import make_embedder
+from perflab.embed.hashing import HashingEmbedder
+from perflab.embed.latency import LatencyEmbedder
+from perflab.embed.minilm import MiniLMEmbedder, minilm_available
+from perflab.embed.openai_http import OpenAIEmbedder
+
+__all__ = [
+    "Embedder",
+    "EmbeddingError",
+    "HashingEmbedder",
+    "InvalidText",
+    "LatencyEmbedder",
+    "MiniLMEmbedder",
+    "OpenAIEmbedder",
+    "make_embedder",
+    "minilm_available",
+]

@@ -1,0 +1,297 @@
+"""Vector search on the real PostgreSQL + pgvector: recall, isolation, filters, iterative scans."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+
+from perflab.config import Settings
+from perflab.db import (
+    InvalidInput,
+    MediaRow,
+    NewMedia,
+    SearchFilters,
+    UserRow,
+    VectorSearch,
+    bulk_load,
+    connect,
+    drop_schema,
+    make_pool,
+    migrate,
+)
+from perflab.db.vector import _query
+from perflab.services import Endpoints
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def clustered(n: int, dim: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    pick = rng.integers(len(centres), size=n)
+    out = centres[pick] + rng.standard_normal((n, dim)).astype(np.float32) * (0.8 / np.sqrt(dim))
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class Owned:
+    user: uuid.UUID
+    ids: list[uuid.UUID]
+    vectors: np.ndarray
+    media_type: np.ndarray
+    status: np.ndarray
+    uploaded: list[datetime]
+
+    def mask(self, f: SearchFilters) -> np.ndarray:
+        m = np.ones(len(self.ids), dtype=bool)
+        if f.status:
+            m &= self.status == f.status
+        if f.media_type:
+            m &= self.media_type == f.media_type
+        if f.date_from:
+            m &= np.array([u >= f.date_from for u in self.uploaded])
+        if f.date_to:
+            m &= np.array([u <= f.date_to for u in self.uploaded])
+        return m
+
+    def truth(self, q: np.ndarray, k: int, f: SearchFilters) -> list[uuid.UUID]:
+        idx = np.flatnonzero(self.mask(f))
+        order = idx[np.argsort(-(self.vectors[idx] @ q), kind="stable")][:k]
+        return [self.ids[i] for i in order]
+
+
+def make_owned(n: int, dim: int, rng: np.random.Generator, centres: np.ndarray, video_share: float) -> Owned:
+    return Owned(
+        user=uuid.uuid4(),
+        ids=[uuid.uuid4() for _ in range(n)],
+        vectors=clustered(n, dim, rng, centres),
+        media_type=np.where(rng.uniform(size=n) < video_share, "video", "image"),
+        status=np.where(rng.uniform(size=n) < 0.05, "processing", "completed"),
+        uploaded=[T0 + timedelta(hours=float(h)) for h in rng.uniform(0, 24 * 365, size=n)],
+    )
+
+
+def load(conn: psycopg.Connection, owners: list[Owned]) -> None:
+    users = [UserRow(id=o.user, email=f"{o.user}@test.invalid") for o in owners]
+    media = [
+        MediaRow(
+            o.user,
+            NewMedia(
+                id=o.ids[i],
+                filename=f"{i}.jpg",
+                caption=f"item {i}",
+                media_type=str(o.media_type[i]),
+                status=str(o.status[i]),
+                uploaded_at=o.uploaded[i],
+            ),
+        )
+        for o in owners
+        for i in range(len(o.ids))
+    ]
+    vectors = np.concatenate([o.vectors for o in owners])
+    bulk_load(conn, users=users, media=media, embeddings=vectors, model_name="test-clustered", progress=False)
+
+
+@pytest.fixture(scope="module")
+def lib(db_conn: psycopg.Connection, base_settings: Settings) -> dict[str, object]:
+    """A large user (3000 rows: the HNSW path), a small one (150: exact) and a neighbour whose vectors
+    copy the small user's, all in this session's schema."""
+    dim = base_settings.embedding_dim
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((20, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    big = make_owned(3000, dim, rng, centres, video_share=0.03)
+    small = make_owned(150, dim, rng, centres, video_share=0.2)
+    twin = make_owned(150, dim, rng, centres, video_share=0.2)
+    twin.vectors = small.vectors.copy()
+    load(db_conn, [big, small, twin])
+    queries = clustered(25, dim, rng, centres)
+    return {"big": big, "small": small, "twin": twin, "queries": queries}
+
+
+def recall(got: list[uuid.UUID], truth: list[uuid.UUID]) -> float:
+    return len(set(got) & set(truth)) / len(truth)
+
+
+def test_paths_follow_library_size(db_pool, lib) -> None:
+    vs = VectorSearch(db_pool)
+    assert vs.path_for(lib["big"].user) == "hnsw"
+    assert vs.path_for(lib["small"].user) == "exact"
+    assert VectorSearch(db_pool, exact_threshold=5000).path_for(lib["big"].user) == "exact"
+
+
+def test_hnsw_path_uses_the_index_and_exact_path_does_not(db_conn, lib) -> None:
+    params = {"u": lib["big"].user, "q": lib["queries"][0], "k": 10, "status": "completed"}
+
+    def plan(path: str) -> str:
+        row = db_conn.execute(
+            ("EXPLAIN (FORMAT JSON) " + _query(path, ("status",))).encode(), params
+        ).fetchone()
+        return json.dumps(row[0])
+
+    assert "idx_media_embeddings_hnsw" in plan("hnsw")
+    assert "idx_media_embeddings_hnsw" not in plan("exact")
+
+
+def test_recall_against_exact_search(db_pool, lib) -> None:
+    big, queries = lib["big"], lib["queries"]
+    vs = VectorSearch(db_pool)
+    f = SearchFilters()
+    approx, exact = [], []
+    for q in queries:
+        truth = big.truth(q, 10, f)
+        hits = vs.search(big.user, q, k=10)
+        approx.append(recall([h.media_id for h in hits], truth))
+        exact_hits = vs.search(big.user, q, k=10, path="exact")
+        exact.append(recall([h.media_id for h in exact_hits], truth))
+        # distances are cosine distances, nearest first, and similarity is 1 - distance
+        d = [h.distance for h in exact_hits]
+        assert d == sorted(d)
+        expected = 1 - big.vectors[[big.ids.index(h.media_id) for h in exact_hits]] @ q
+        np.testing.assert_allclose(d, expected, atol=1e-5)
+        assert all(abs(h.similarity - (1 - h.distance)) < 1e-9 for h in exact_hits)
+    assert np.mean(exact) == 1.0
+    assert np.mean(approx) >= 0.95
+
+
+def test_small_library_is_exact(db_pool, lib) -> None:
+    small, queries = lib["small"], lib["queries"]
+    vs = VectorSearch(db_pool)
+    for q in queries[:10]:
+        got = [h.media_id for h in vs.search(small.user, q, k=10)]
+        assert got == small.truth(q, 10, SearchFilters())
+
+
+@pytest.mark.parametrize("path", ["exact", "hnsw", "auto"])
+def test_other_users_media_never_appear(db_pool, lib, path: str) -> None:
+    small, twin = lib["small"], lib["twin"]
+    vs = VectorSearch(db_pool)
+    # The twin owns identical vectors: the nearest rows in the table are the twin's as much as ours.
+    mine = set(small.ids)
+    for i in range(5):
+        hits = vs.search(small.user, small.vectors[i], k=1000, filters=SearchFilters(status=None), path=path)
+        assert {h.media_id for h in hits} == mine
+        assert all(h.user_id == small.user for h in hits)
+        theirs = vs.search(twin.user, small.vectors[i], k=3, filters=SearchFilters(status=None), path=path)
+        assert theirs[0].media_id == twin.ids[i] and {h.user_id for h in theirs} == {twin.user}
+    stranger = uuid.uuid4()
+    assert vs.search(stranger, small.vectors[0], k=10, path=path) == []
+
+
+def test_filters_small_user(db_pool, lib) -> None:
+    small, queries = lib["small"], lib["queries"]
+    vs = VectorSearch(db_pool)
+    mid = sorted(small.uploaded)[75]
+    cases = [
+        SearchFilters(media_type="video"),
+        SearchFilters(status="processing"),
+        SearchFilters(status=None),
+        SearchFilters(date_from=mid),
+        SearchFilters(date_to=mid, media_type="image"),
+        SearchFilters(date_from=mid - timedelta(days=30), date_to=mid + timedelta(days=30)),
+    ]
+    for f in cases:
+        for q in queries[:3]:
+            hits = vs.search(small.user, q, k=10, filters=f)
+            assert [h.media_id for h in hits] == small.truth(q, 10, f), f
+            for h in hits:
+                assert f.media_type is None or h.media_type == f.media_type
+                assert f.status is None or h.status == f.status
+                assert f.date_from is None or h.uploaded_at >= f.date_from
+                assert f.date_to is None or h.uploaded_at <= f.date_to
+
+
+def test_selective_filter_on_large_library_still_returns_k(db_pool, lib) -> None:
+    big, queries = lib["big"], lib["queries"]
+    vs = VectorSearch(db_pool)
+    f = SearchFilters(media_type="video")  # about 3% of the user's rows
+    assert big.mask(f).sum() >= 20
+    scores = []
+    for q in queries[:10]:
+        hits = vs.search(big.user, q, k=10, filters=f, ef_search=10)
+        assert len(hits) == 10 and all(h.media_type == "video" for h in hits)
+        scores.append(recall([h.media_id for h in hits], big.truth(q, 10, f)))
+    assert np.mean(scores) >= 0.9
+
+
+def test_hit_carries_render_fields(db_pool, lib) -> None:
+    small = lib["small"]
+    hit = VectorSearch(db_pool).search(small.user, small.vectors[0], k=1, filters=SearchFilters(status=None))[
+        0
+    ]
+    assert hit.media_id == small.ids[0] and hit.distance == pytest.approx(0.0, abs=1e-5)
+    assert hit.filename == "0.jpg" and hit.caption == "item 0" and hit.mime_type == "image/jpeg"
+    assert hit.uploaded_at == small.uploaded[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"user_id": "not-a-uuid"}, "not a UUID"),
+        ({"user_id": "x' OR '1'='1"}, "not a UUID"),
+        ({"embedding": np.ones(3)}, "dimensions"),
+        ({"embedding": np.full(384, np.nan)}, "NaN"),
+        ({"embedding": np.zeros(384)}, "zero vector"),
+        ({"embedding": np.ones((2, 384))}, "one non-empty vector"),
+        ({"k": 0}, "k must be"),
+        ({"k": 5000}, "k must be"),
+        ({"ef_search": 0}, "ef_search"),
+        ({"filters": SearchFilters(media_type="gif'; DROP TABLE users; --")}, "media_type"),
+        ({"filters": SearchFilters(status="deleted")}, "status"),
+        ({"filters": SearchFilters(date_from=datetime(2025, 1, 1))}, "timezone-aware"),
+        ({"filters": SearchFilters(date_from=T0, date_to=T0 - timedelta(days=1))}, "after"),
+    ],
+)
+def test_bad_input_is_a_typed_error(db_pool, lib, kwargs: dict, message: str) -> None:
+    args = {"user_id": lib["small"].user, "embedding": lib["queries"][0], "k": 10} | kwargs
+    with pytest.raises(InvalidInput, match=message):
+        VectorSearch(db_pool, dim=384 if "embedding" in kwargs else None).search(**args)
+
+
+def test_wrong_dimension_without_declared_dim_is_still_typed(db_pool, lib) -> None:
+    with pytest.raises(InvalidInput, match="dimensions"):
+        VectorSearch(db_pool).search(lib["small"].user, np.ones(8), k=3)
+    # and the pooled connection is healthy afterwards
+    assert len(VectorSearch(db_pool).search(lib["small"].user, lib["queries"][0], k=3)) == 3
+
+
+def test_iterative_scan_finds_k_where_a_plain_index_scan_does_not(
+    servers: Endpoints, base_settings: Settings
+) -> None:
+    """In a schema of its own (no user_id btree, seq scans off) so the HNSW index must serve the query:
+    with a 2% filter and ef_search=10, a plain scan finds few rows; perflab's iterative scan finds k."""
+    s = base_settings.replace(db_schema=base_settings.db_schema + "_iter", embedding_dim=32)
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((10, 32)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    owner = make_owned(3000, 32, rng, centres, video_share=0.02)
+    owner.status[:] = "completed"
+    with connect(s, servers.database_url) as conn:
+        try:
+            migrate(conn, s)
+            load(conn, [owner])
+            conn.execute("DROP INDEX idx_media_embeddings_user")
+            q = clustered(1, 32, rng, centres)[0]
+            with conn.transaction():
+                conn.execute("SET LOCAL enable_seqscan = off")
+                conn.execute("SET LOCAL hnsw.ef_search = 10")
+                plain = conn.execute(
+                    "SELECT media_file_id FROM media_embeddings WHERE user_id = %s AND media_type = 'video'"
+                    " ORDER BY embedding <=> %s LIMIT 10",
+                    (owner.user, q),
+                ).fetchall()
+            assert len(plain) < 10
+            with make_pool(s, servers.database_url, min_size=1, max_size=1, open=True) as pool:
+                with pool.connection() as c:
+                    c.execute("SET enable_seqscan = off")  # session-wide on the pool's only connection
+                    c.commit()
+                f = SearchFilters(media_type="video")
+                hits = VectorSearch(pool).search(owner.user, q, k=10, filters=f, ef_search=10, path="hnsw")
+            assert len(hits) == 10 and all(h.media_type == "video" for h in hits)
+            assert recall([h.media_id for h in hits], owner.truth(q, 10, f)) >= 0.8
+        finally:
+            drop_schema(conn, s.db_schema)
