@@ -120,6 +120,9 @@ def _embeddings(
         raise RuntimeError("embedding benchmark: our round trip is not exact")
     if not np.array_equal(np.asarray(seed_out, dtype=np.float32), vecs):
         raise RuntimeError("embedding benchmark: the seed's round trip is not exact")
+    # 1.5 M float objects kept alive would make every full GC during the timed reads slower.
+    del ours_out, seed_out
+    gc.collect()
 
     log(f"embeddings: {repeats} alternating reads of {n} vectors per layout")
     ours_ns: list[int] = []
