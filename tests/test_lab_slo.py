@@ -86,3 +86,9 @@ def test_report_gates_both_ways(tmp_path: Path, base_settings: Settings, value: 
     manifest = json.loads((result.folder / "manifest.json").read_text())
     assert manifest["provenance"]["servers"]["pgvector"]
     assert manifest["parameters"]["10_tiny"]["value"] == value
+
+
+def test_partial_runs_skip_missing_figures() -> None:
+    objectives = slo.parse('[[slo]]\ncheck = "a.b < 1"\n[[slo]]\ncheck = "c.d < 1"')
+    verdicts = slo.evaluate(objectives, {"a.b": 0.5}, partial=True)
+    assert [(v.figure, v.status) for v in verdicts] == [("a.b", "pass")]

@@ -117,7 +117,7 @@ def run_report(
         log(f"[{name}] {run.status} in {run.seconds:.1f}s" + (f": {run.error[:200]}" if run.error else ""))
         result.notebooks.append(run)
     figures = gather(folder / "figures")
-    result.verdicts = slo.evaluate(objectives, figures, profile)
+    result.verdicts = slo.evaluate(objectives, figures, profile, partial=bool(only))
     manifest["notebooks"] = [n.__dict__ for n in result.notebooks]
     manifest["ok"] = result.ok
     (folder / "figures.json").write_text(json.dumps(figures, indent=1, sort_keys=True))

@@ -35,6 +35,9 @@ class RedisServer:
     directory: Path
     port: int
     maxmemory: str = "2gb"
+    # The seed's production settings: an append-only file fsynced every second, so sessions survive a
+    # Redis restart (caches would not need it; sessions do).
+    appendonly: bool = True
 
     @property
     def url(self) -> str:
@@ -73,7 +76,8 @@ class RedisServer:
             "--pidfile", str(self.pidfile),
             "--logfile", str(self.directory / "redis.log"),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
             "--maxmemory", self.maxmemory,
             "--maxmemory-policy", "allkeys-lru",
             "--maxclients", "10000",
