@@ -239,7 +239,10 @@ class SessionStore:
         return sorted(sessions, key=lambda s: (s.created_at, s.id))
 
     def revoke_all(self, user_id: UserId) -> int:
-        """Delete every session of the user (e.g. after a password change); returns how many."""
+        """Delete every session of the user (e.g. after a password change); returns how many.
+
+        Atomic per session; a session created while this runs may survive, as if created just after.
+        """
         digest_ = user_digest(user_id)
         index = self._index(digest_)
 
