@@ -88,3 +88,11 @@ def db_pool(base_settings: Settings, servers: Endpoints, db_conn: psycopg.Connec
 
     with make_pool(base_settings, servers.database_url, min_size=1, max_size=4, open=True) as pool:
         yield pool
+
+
+@pytest.fixture(scope="session")
+def image_corpus() -> Path:
+    """data/ with photos/ and bad/, built on first use from packaged sample images (see data/README.md)."""
+    from perflab.images.corpus import ensure_corpus
+
+    return ensure_corpus()

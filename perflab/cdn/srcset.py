@@ -1,0 +1,56 @@
+"""`srcset` attribute values for responsive images.
+
+Only full-frame derivatives go in (the master and the responsive widths): the square cover thumbnail
+shows a crop, and a browser picking it from a srcset would show a different picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from perflab.cdn.keys import object_key
+from perflab.cdn.signing import UrlSigner
+
+THUMBNAIL = "thumb"
+
+
+class _DerivativeLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def extension(self) -> str: ...
+
+
+def srcset(
+    derivatives: Iterable[_DerivativeLike],
+    base_url: str,
+    *,
+    keys: Mapping[str, str] | None = None,
+    signer: UrlSigner | None = None,
+    expires_in: int = 3600,
+    now: float | None = None,
+) -> str:
+    """`"{base}/{key} 320w, {base}/{key} 640w, ..."`, narrowest first, one candidate per width.
+
+    `keys` maps derivative name to its stored key (from `store_processed`); without it the
+    content-hashed key is computed. With a `signer`, each URL is signed (private media).
+    """
+    parts = urlsplit(base_url.rstrip("/"))
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
+    path_prefix = parts.path
+    by_width: dict[int, str] = {}
+    for d in derivatives:
+        if d.name == THUMBNAIL or d.width in by_width:
+            continue
+        key = keys[d.name] if keys is not None else object_key(d.data, d.name, d.extension)
+        path = f"{path_prefix}/{key}"
+        if signer is not None:
+            path = signer.sign(path, expires_in=expires_in, now=now)
+        by_width[d.width] = f"{origin}{path} {d.width}w"
+    return ", ".join(by_width[w] for w in sorted(by_width))
