@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seed": ("perflab.db.commands:seed", "build the reproducible synthetic media library (--media --users --seed)"),
     "report": ("perflab.lab.commands:report", "run the notebooks (papermill), render reports/, check SLOs"),
     "compare": ("perflab.lab.commands:compare", "regressions beyond noise between two report runs"),
+    "corpus": ("perflab.images.corpus:main", "build the image corpora under data/ (photos, bad files)"),
     "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }
 
