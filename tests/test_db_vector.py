@@ -11,6 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from perflab.bench.vector import clustered
 from perflab.config import Settings
 from perflab.db import (
     InvalidInput,
@@ -31,10 +32,8 @@ from perflab.services import Endpoints
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def clustered(n: int, dim: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
-    pick = rng.integers(len(centres), size=n)
-    out = centres[pick] + rng.standard_normal((n, dim)).astype(np.float32) * (0.8 / np.sqrt(dim))
-    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+def blobs(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    return clustered(n, centres.shape[1], len(centres), rng, centres)[0]
 
 
 @dataclass
@@ -68,7 +67,7 @@ def make_owned(n: int, dim: int, rng: np.random.Generator, centres: np.ndarray, 
     return Owned(
         user=uuid.uuid4(),
         ids=[uuid.uuid4() for _ in range(n)],
-        vectors=clustered(n, dim, rng, centres),
+        vectors=blobs(n, rng, centres),
         media_type=np.where(rng.uniform(size=n) < video_share, "video", "image"),
         status=np.where(rng.uniform(size=n) < 0.05, "processing", "completed"),
         uploaded=[T0 + timedelta(hours=float(h)) for h in rng.uniform(0, 24 * 365, size=n)],
@@ -102,14 +101,13 @@ def lib(db_conn: psycopg.Connection, base_settings: Settings) -> dict[str, objec
     copy the small user's, all in this session's schema."""
     dim = base_settings.embedding_dim
     rng = np.random.default_rng(7)
-    centres = rng.standard_normal((20, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    _, centres = clustered(0, dim, 20, rng)
     big = make_owned(3000, dim, rng, centres, video_share=0.03)
     small = make_owned(150, dim, rng, centres, video_share=0.2)
     twin = make_owned(150, dim, rng, centres, video_share=0.2)
     twin.vectors = small.vectors.copy()
     load(db_conn, [big, small, twin])
-    queries = clustered(25, dim, rng, centres)
+    queries = blobs(25, rng, centres)
     return {"big": big, "small": small, "twin": twin, "queries": queries}
 
 
@@ -266,8 +264,7 @@ def test_iterative_scan_finds_k_where_a_plain_index_scan_does_not(
     with a 2% filter and ef_search=10, a plain scan finds few rows; perflab's iterative scan finds k."""
     s = base_settings.replace(db_schema=base_settings.db_schema + "_iter", embedding_dim=32)
     rng = np.random.default_rng(3)
-    centres = rng.standard_normal((10, 32)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    _, centres = clustered(0, 32, 10, rng)
     owner = make_owned(3000, 32, rng, centres, video_share=0.02)
     owner.status[:] = "completed"
     with connect(s, servers.database_url) as conn:
@@ -275,7 +272,7 @@ def test_iterative_scan_finds_k_where_a_plain_index_scan_does_not(
             migrate(conn, s)
             load(conn, [owner])
             conn.execute("DROP INDEX idx_media_embeddings_user")
-            q = clustered(1, 32, rng, centres)[0]
+            q = blobs(1, rng, centres)[0]
             with conn.transaction():
                 conn.execute("SET LOCAL enable_seqscan = off")
                 conn.execute("SET LOCAL hnsw.ef_search = 10")

@@ -134,6 +134,7 @@ def run(
     log: Any,
 ) -> dict[str, Any]:
     dims = settings.embedding_dim
+    load_before = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     schema = f"bench_vector_{os.getpid()}"
     s = settings.replace(db_schema=schema)
     url = endpoints(s).database_url
@@ -323,6 +324,7 @@ def run(
             "postgres": versions[0] if versions else None,
             "pgvector": versions[1] if versions else None,
             "cpus": os.cpu_count(),
+            "loadavg_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
         },
     }
 

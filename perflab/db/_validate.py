@@ -26,8 +26,26 @@ def as_uuid(value: Any, what: str = "id") -> uuid.UUID:
     raise InvalidInput(f"{what} {str(value)[:80]!r} is not a UUID")
 
 
+def as_unit_rows(matrix: np.ndarray, n: int | None = None) -> np.ndarray:
+    """A (n, dim) float32 matrix, finite, with every row scaled to unit norm (none may be zero)."""
+    arr = np.ascontiguousarray(matrix, dtype=np.float32)
+    if arr.ndim != 2 or (n is not None and arr.shape[0] != n):
+        raise InvalidInput(
+            f"embeddings must have shape ({n if n is not None else 'n'}, dim), got {arr.shape}"
+        )
+    if not np.isfinite(arr).all():
+        raise InvalidInput("embedding has NaN or infinite values")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if arr.shape[0] and (norms == 0).any():
+        raise InvalidInput(
+            f"embedding row {int(np.argmin(norms))} is the zero vector (no direction to compare)"
+        )
+    return arr / np.where(norms == 0, 1, norms)
+
+
 def as_vector(value: np.ndarray | Sequence[float], dim: int | None = None) -> np.ndarray:
-    """A 1-D, finite, non-zero float32 vector scaled to unit norm (cosine distance ignores the scale)."""
+    """One embedding: 1-D, `dim` long when given, finite, non-zero, scaled to unit norm (cosine distance
+    ignores the scale, and stored vectors stay comparable)."""
     try:
         arr = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -36,12 +54,7 @@ def as_vector(value: np.ndarray | Sequence[float], dim: int | None = None) -> np
         raise InvalidInput(f"embedding must be one non-empty vector, got shape {arr.shape}")
     if dim is not None and arr.size != dim:
         raise InvalidInput(f"embedding has {arr.size} dimensions, the column has {dim}")
-    if not np.isfinite(arr).all():
-        raise InvalidInput("embedding has NaN or infinite values")
-    norm = float(np.linalg.norm(arr))
-    if norm == 0.0:
-        raise InvalidInput("embedding is the zero vector (no direction to compare)")
-    return arr / norm
+    return as_unit_rows(arr[None, :])[0]
 
 
 def check_choice(value: str | None, choices: tuple[str, ...], what: str) -> None:

@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from tqdm import tqdm
 
+from perflab.db._validate import as_unit_rows
 from perflab.db.errors import InvalidInput
 from perflab.db.indexes import build_indexes, drop_indexes, maintenance_work_mem_for, vector_indexes
 from perflab.db.media import NewMedia
@@ -103,18 +104,6 @@ _JOB_COLS = ("media_file_id", "job_type", "status", "error", "created_at", "comp
 _JOB_TYPES = ("uuid", "text", "text", "text", "timestamptz", "timestamptz")
 
 
-def _unit_rows(embeddings: np.ndarray, n: int) -> np.ndarray:
-    arr = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] != n:
-        raise InvalidInput(f"embeddings must have shape ({n}, dim), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise InvalidInput("embeddings contain NaN or infinite values")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    if n and (norms == 0).any():
-        raise InvalidInput(f"embedding row {int(np.argmin(norms))} is the zero vector")
-    return arr / np.where(norms == 0, 1, norms)
-
-
 def _copy(
     conn: psycopg.Connection[Any],
     table: str,
@@ -158,7 +147,11 @@ def bulk_load(
     transaction (seed.py deletes the rows it replaces there)."""
     if media and (embeddings is None or not model_name):
         raise InvalidInput("media rows need their embeddings and the model_name that made them")
-    vectors = _unit_rows(embeddings, len(media)) if media else np.zeros((0, 0), np.float32)
+    vectors = (
+        as_unit_rows(embeddings, len(media))
+        if media and embeddings is not None
+        else np.zeros((0, 0), np.float32)
+    )
     if any(m.media.id is None for m in media):
         raise InvalidInput("bulk-loaded media rows need their id set")
     for m in media:

@@ -63,7 +63,12 @@ def seed(settings: Settings, argv: list[str]) -> int:
     """`perflab seed --media N --users U --seed S`: the synthetic library, reproducibly, idempotently."""
     from perflab.embed import make_embedder
 
-    parser = argparse.ArgumentParser(prog="perflab seed", description=seed_library.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="perflab seed",
+        description="Build the reproducible synthetic media library in the configured schema: users "
+        "user1@example.com.. (largest library first), composed captions, heavy-tailed library sizes, "
+        "embeddings from the configured embedder. Running it again with the same arguments does nothing.",
+    )
     parser.add_argument("--media", type=int, default=5000, help="media items in all (default 5000)")
     parser.add_argument("--users", type=int, default=50, help="users (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -88,6 +93,7 @@ def seed(settings: Settings, argv: list[str]) -> int:
             embedder=embedder,
             progress=not args.no_progress,
         )
+    largest = [[seeded_email(i + 1), n] for i, n in enumerate(result.sizes[:5])]
     summary = {
         "schema": settings.db_schema,
         "created": result.created,
@@ -95,7 +101,7 @@ def seed(settings: Settings, argv: list[str]) -> int:
         "users": result.users,
         "seed": result.seed,
         "embedder": result.model_name,
-        "largest_users": [[seeded_email(i + 1), n] for i, n in enumerate(result.sizes[:5])],
+        "largest_users": largest,
         "median_user_media": result.sizes[len(result.sizes) // 2] if result.sizes else 0,
         "embed_s": round(result.embed_s, 2),
         "copy_s": round(result.load.copy_s, 2) if result.load else 0.0,
@@ -108,7 +114,7 @@ def seed(settings: Settings, argv: list[str]) -> int:
         print(
             f"seeded {result.media} media for {result.users} users (seed {result.seed}, {result.model_name}) "
             f"into schema {settings.db_schema} in {result.elapsed_s:.1f} s; largest: "
-            + ", ".join(f"{e} ({n})" for e, n in summary["largest_users"])  # type: ignore[union-attr]
+            + ", ".join(f"{e} ({n})" for e, n in largest)
         )
     else:
         print(f"schema {settings.db_schema} already holds this library (seed {result.seed}); nothing to do")

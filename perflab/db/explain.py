@@ -28,6 +28,7 @@ from psycopg import sql as psql
 from perflab.db.errors import InvalidInput
 
 _VECTOR_OPS = re.compile(r"<=>|<->|<#>|<\+>|<~>|<%>")
+_LEADING_WILDCARD = re.compile(r"~~\*? '%")
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
 _FILTER_COLUMN = re.compile(
     r"([a-z_][a-z0-9_]*)\)?\s*(?:=|<>|!=|<=|>=|<|>|~~\*?|!~~\*?|IS\b|@>|&&)", re.IGNORECASE
@@ -61,6 +62,7 @@ class PlanNode:
     loops: int
     raw: dict[str, Any] = field(repr=False)
     children: tuple[int, ...] = ()
+    parent: int | None = None
 
     @property
     def label(self) -> str:
@@ -130,7 +132,7 @@ def analyze_plan(
 def analyze_json(sql: str, doc: dict[str, Any], th: Thresholds) -> PlanAnalysis:
     """Recommendations from an EXPLAIN JSON document (the element of its top-level list)."""
     nodes: list[PlanNode] = []
-    _flatten(doc["Plan"], 0, nodes)
+    _flatten(doc["Plan"], 0, nodes, None)
     recs: list[Recommendation] = []
     for n in nodes:
         recs += _check(n, nodes, th)
@@ -144,10 +146,10 @@ def analyze_json(sql: str, doc: dict[str, Any], th: Thresholds) -> PlanAnalysis:
     )
 
 
-def _flatten(plan: dict[str, Any], depth: int, out: list[PlanNode]) -> int:
+def _flatten(plan: dict[str, Any], depth: int, out: list[PlanNode], parent: int | None) -> int:
     my_id = len(out) + 1
     out.append(None)  # type: ignore[arg-type]  # reserve the slot so ids follow plan order
-    kids = tuple(_flatten(child, depth + 1, out) for child in plan.get("Plans", ()))
+    kids = tuple(_flatten(child, depth + 1, out, my_id) for child in plan.get("Plans", ()))
     raw = {k: v for k, v in plan.items() if k != "Plans"}
     out[my_id - 1] = PlanNode(
         id=my_id,
@@ -160,6 +162,7 @@ def _flatten(plan: dict[str, Any], depth: int, out: list[PlanNode]) -> int:
         loops=int(plan.get("Actual Loops", 0)),
         raw=raw,
         children=kids,
+        parent=parent,
     )
     return my_id
 
@@ -192,11 +195,26 @@ def _index_sql(relation: str, columns: list[str]) -> str | None:
     return f"CREATE INDEX CONCURRENTLY ON {relation} ({', '.join(columns)})"
 
 
-def _estimate_off(n: PlanNode, th: Thresholds) -> float | None:
+def _stops_early(nodes: list[PlanNode], n: PlanNode) -> bool:
+    """Below a Limit (or a semi/anti join's inner side) a node is not run to completion, so fewer
+    actual rows than planned says nothing about the estimate."""
+    while n.parent is not None:
+        up = nodes[n.parent - 1]
+        if up.node_type == "Limit" or (
+            up.raw.get("Join Type") in ("Semi", "Anti") and up.children[-1] == n.id
+        ):
+            return True
+        n = up
+    return False
+
+
+def _estimate_off(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> float | None:
     """actual/planned (per loop) when it is off by the factor on a non-trivial row count, else None."""
     if n.loops == 0 or max(n.actual_rows, n.plan_rows) < th.misestimate_min_rows:
         return None
     ratio = max(n.actual_rows, 1.0) / max(n.plan_rows, 1.0)
+    if ratio < 1 and _stops_early(nodes, n):
+        return None
     return ratio if ratio >= th.misestimate_factor or ratio <= 1 / th.misestimate_factor else None
 
 
@@ -208,14 +226,23 @@ def _check(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> list[Recommend
     if kind == "Seq Scan" and n.loops:
         read = n.total_rows + n.removed_rows
         if read >= th.large_rows and n.removed_rows >= th.removed_fraction * read:
-            cols = _filter_columns(raw.get("Filter"))
+            filt = str(raw.get("Filter"))
+            cols = _filter_columns(filt)
+            if _LEADING_WILDCARD.search(filt):
+                advice = (
+                    "a LIKE pattern that starts with % cannot use a btree index; a pg_trgm GIN index or "
+                    "full-text search (tsvector + GIN) can"
+                )
+                suggestion = None
+            else:
+                advice = "an index on the filtered column(s) would read only the matches"
+                suggestion = _index_sql(n.relation or "?", cols)
             out.append(
                 Recommendation(
                     "seq_scan",
                     n.label,
-                    f"read {read:,.0f} rows to keep {n.total_rows:,.0f} (filter {raw.get('Filter')}); "
-                    "an index on the filtered column(s) would read only the matches",
-                    _index_sql(n.relation or "?", cols),
+                    f"read {read:,.0f} rows to keep {n.total_rows:,.0f} (filter {filt}); {advice}",
+                    suggestion,
                 )
             )
 
@@ -255,7 +282,7 @@ def _check(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> list[Recommend
                     )
                 )
         elif sorted_rows >= th.large_rows or spilled:
-            rel = scan.relation if scan else "?"
+            rel = (scan.relation if scan else None) or "?"
             cols = _filter_columns((scan.raw.get("Filter") or scan.raw.get("Index Cond")) if scan else None)
             order = [_sort_key_column(k) for k in keys]
             out.append(
@@ -287,8 +314,8 @@ def _check(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> list[Recommend
             )
         )
 
-    ratio = _estimate_off(n, th)
-    if ratio is not None and not any(_estimate_off(nodes[c - 1], th) for c in n.children):
+    ratio = _estimate_off(n, nodes, th)
+    if ratio is not None and not any(_estimate_off(nodes[c - 1], nodes, th) for c in n.children):
         direction = "under" if ratio > 1 else "over"
         factor = ratio if ratio > 1 else 1 / ratio
         target = n.relation or (s.relation if (s := _scan_below(nodes, n)) else None)

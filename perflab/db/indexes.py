@@ -23,7 +23,7 @@ class IndexSpec:
     def create_sql(self) -> sql.Composed:
         return sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ").format(
             sql.Identifier(self.name), sql.Identifier(self.table)
-        ) + sql.SQL(self.body)  # type: ignore[arg-type]  # body is a constant of this module or a test
+        ) + sql.SQL(self.body)  # body is a constant of this module or a test
 
 
 # The seed's createOptimalIndexes, plus the btree the exact per-user vector path needs.
@@ -116,7 +116,7 @@ def build_indexes(
             "SELECT set_config('max_parallel_maintenance_workers', %s, true)", (str(int(parallel_workers)),)
         )
         for d in defs:
-            conn.execute(sql.SQL(d.definition))  # type: ignore[arg-type]  # from pg_get_indexdef
+            conn.execute(sql.SQL(d.definition))  # from pg_get_indexdef
     return time.perf_counter() - t0
 
 

@@ -40,10 +40,11 @@ from perflab.db.pool import PoolOrConn, borrow
 
 Path = Literal["auto", "exact", "hnsw"]
 
-# Measured with `perflab bench vector` (README): below ~this many rows the exact path is both exact and
-# at least as fast as the index.
+# Measured with `perflab bench vector --rows 100000` (README): at 2,000 rows the exact path is faster than
+# the index under a 2% filter and exact; at 4,000 the index wins. ef_search 200 with the schema's
+# ef_construction=128 gives recall@10 0.999 on clustered data for ~0.2 ms more than ef_search 100 (0.99).
 EXACT_THRESHOLD = 2_000
-DEFAULT_EF_SEARCH = 100
+DEFAULT_EF_SEARCH = 200
 MAX_K = 1000
 
 

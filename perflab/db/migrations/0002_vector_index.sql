@@ -3,7 +3,9 @@
 --
 -- Cosine distance (<=>): the embedders return unit vectors, so this ranks like inner product, and a
 -- writer that forgets to normalize still gets a correct ranking. HNSW needs <= 2000 dimensions for
--- `vector`; above that the schema has no vector index and searches use the exact path.
+-- `vector`; above that the schema has no vector index and every search is exact.
+-- ef_construction = 128, not pgvector's 64: on 100k x 384 clustered vectors it lifts recall@10 at
+-- ef_search 100 from 0.95 to 0.995 for a build of ~26 s instead of ~17 s (perflab bench vector).
 -- Bulk loads (perflab/db/bulk.py) drop this index before a large COPY and rebuild it afterwards with
 -- a large maintenance_work_mem, since building once is far faster than inserting row by row into it.
 
