@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("perflab.db.commands:main", "database maintenance: migrate, reset"),
     "seed": ("perflab.db.commands:seed", "build the reproducible synthetic media library (--media --users --seed)"),
     "report": ("perflab.lab.commands:report", "run the notebooks (papermill), render reports/, check SLOs"),
+    "serve": ("perflab.service.server:serve", "run the search HTTP service (uvicorn, several workers)"),
+    "loadtest": ("perflab.lab.loadtest:loadtest", "Locust scenarios headless (local or distributed) into reports/"),
     "compare": ("perflab.lab.commands:compare", "regressions beyond noise between two report runs"),
     "corpus": ("perflab.images.corpus:main", "build the image corpora under data/ (photos, bad files)"),
     "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),

@@ -1,0 +1,216 @@
+"""Locust scenarios against the perflab search service.
+
+Users (FastHttpUser):
+- Searcher: signs in as a seeded user, searches with Zipf-distributed queries (a few with filters),
+  opens a result now and then.
+- Uploader: signs in and uploads photos from data/photos with captions.
+- SessionChurn: signs in, searches a little, signs out, again.
+- OpenModelSearcher: an open-model searcher (fixed arrival rate per user); its latency is measured from
+  the *intended* send time, so a stall is charged to every request it delayed (no coordinated omission).
+  Selected with PERFLAB_LOAD_OPEN_RATE > 0 (requests per second per user); the others are then off.
+
+Latency percentiles come from HDR histograms (3 significant figures) recorded on every worker and
+merged on the master; Locust's own percentiles are rounded to 2 significant figures. At the end the
+`quitting` hook writes PERFLAB_LOAD_SUMMARY (JSON) and sets the exit code when p95 is over
+PERFLAB_LOAD_P95_MS or more than PERFLAB_LOAD_MAX_FAIL_RATIO of requests failed.
+
+Configuration is by environment (so a master and its workers agree): PERFLAB_LOAD_USERS (seeded users
+to sign in as), PERFLAB_LOAD_SEED, PERFLAB_LOAD_PHOTOS (folder), the SLO variables above.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import FastHttpUser, between, constant, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from perflab.db.vocabulary import ZipfQuerySampler
+from perflab.lab.latency import LatencyHistogram
+
+SEEDED_USERS = int(os.environ.get("PERFLAB_LOAD_USERS", "20"))
+SEED = int(os.environ.get("PERFLAB_LOAD_SEED", "42"))
+P95_SLO_MS = float(os.environ.get("PERFLAB_LOAD_P95_MS", "2000"))
+MAX_FAIL_RATIO = float(os.environ.get("PERFLAB_LOAD_MAX_FAIL_RATIO", "0.01"))
+OPEN_RATE = float(os.environ.get("PERFLAB_LOAD_OPEN_RATE", "0"))
+SUMMARY = os.environ.get("PERFLAB_LOAD_SUMMARY", "")
+PHOTOS = Path(
+    os.environ.get("PERFLAB_LOAD_PHOTOS", str(Path(__file__).resolve().parents[1] / "data" / "photos"))
+)
+
+# Per-process HDR histograms by request name; workers ship theirs to the master every report interval.
+_HDR: dict[str, LatencyHistogram] = {}
+_MERGED: dict[str, LatencyHistogram] = {}
+_sampler = ZipfQuerySampler(SEED + os.getpid())
+
+
+def _hist(table: dict[str, LatencyHistogram], name: str) -> LatencyHistogram:
+    if name not in table:
+        table[name] = LatencyHistogram()
+    return table[name]
+
+
+@events.request.add_listener
+def _record(request_type: str, name: str, response_time: float, exception: Any, **_: Any) -> None:
+    if exception is None and request_type != "OPEN":
+        _hist(_HDR, name).record_ms(response_time)
+
+
+@events.report_to_master.add_listener
+def _ship(client_id: str, data: dict[str, Any]) -> None:
+    data["perflab_hdr"] = {name: h.encode() for name, h in _HDR.items()}
+    _HDR.clear()
+
+
+@events.worker_report.add_listener
+def _merge(client_id: str, data: dict[str, Any]) -> None:
+    for name, encoded in data.get("perflab_hdr", {}).items():
+        _hist(_MERGED, name).merge(encoded)
+
+
+def _final_histograms(environment: Environment) -> dict[str, LatencyHistogram]:
+    if isinstance(environment.runner, MasterRunner):
+        return _MERGED
+    return _HDR  # local runner: everything was recorded here
+
+
+@events.quitting.add_listener
+def _gate(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    hists = _final_histograms(environment)
+    total = LatencyHistogram.merged(hists.values())
+    stats = environment.stats.total
+    fail_ratio = stats.fail_ratio
+    summary = {
+        "requests": stats.num_requests,
+        "failures": stats.num_failures,
+        "fail_ratio": fail_ratio,
+        "rps": stats.total_rps,
+        "hdr": {name: h.summary() for name, h in sorted(hists.items())},
+        "hdr_total": total.summary(),
+        "hdr_encoded": {name: h.encode() for name, h in hists.items()},
+        "locust_p95_ms": stats.get_response_time_percentile(0.95),
+        "slo": {"p95_ms": P95_SLO_MS, "max_fail_ratio": MAX_FAIL_RATIO},
+    }
+    search = hists.get("/search") or hists.get("/search [open]")
+    p95 = search.percentile_ms(95) if search and search.count else total.percentile_ms(95)
+    breaches = []
+    if p95 == p95 and p95 > P95_SLO_MS:
+        breaches.append(f"search p95 {p95:.1f} ms > {P95_SLO_MS:g} ms")
+    if fail_ratio > MAX_FAIL_RATIO:
+        breaches.append(f"failure ratio {fail_ratio:.2%} > {MAX_FAIL_RATIO:.2%}")
+    summary["breaches"] = breaches
+    if SUMMARY:
+        Path(SUMMARY).write_text(json.dumps(summary, indent=1))
+    if breaches:
+        environment.process_exit_code = 1
+
+
+class _SignedIn(FastHttpUser):
+    abstract = True
+
+    def sign_in(self) -> None:
+        user = random.randint(1, SEEDED_USERS)  # seeded users are user1..userN
+        with self.client.post(
+            "/sessions", json={"email": f"user{user}@example.com"}, name="/sessions", catch_response=True
+        ) as r:
+            if r.status_code != 201:
+                r.failure(f"sign-in failed: {r.status_code} {r.text[:200]}")
+
+    def search_once(self, name: str = "/search") -> Any:
+        params: dict[str, Any] = {"q": next(_queries), "k": 20}
+        roll = random.random()
+        if roll < 0.1:
+            params["type"] = "image"
+        elif roll < 0.15:
+            params["from"] = "2024-01-01T00:00:00Z"
+        return self.client.get("/search", params=params, name=name)
+
+
+_queries = iter(_sampler)
+
+
+class Searcher(_SignedIn):
+    weight = 0 if OPEN_RATE > 0 else 8
+    wait_time = between(0.05, 0.3)
+
+    def on_start(self) -> None:
+        self.sign_in()
+
+    @task(10)
+    def search(self) -> None:
+        r = self.search_once()
+        if r.status_code == 200 and random.random() < 0.2:
+            results = r.json().get("results") or []
+            if results:
+                self.client.get(f"/media/{results[0]['id']}", name="/media/{id}")
+
+
+class Uploader(_SignedIn):
+    weight = 0 if OPEN_RATE > 0 else 1
+    wait_time = between(1, 3)
+
+    def on_start(self) -> None:
+        self.sign_in()
+        self.photos = sorted(p for p in PHOTOS.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+    @task
+    def upload(self) -> None:
+        if not self.photos:
+            return
+        photo = random.choice(self.photos)
+        caption = " ".join(_sampler.sample(1)[0].split()[:4]) + " photo"
+        with self.client.post(
+            "/media",
+            files={"file": (photo.name, photo.read_bytes(), "image/jpeg")},
+            data={"caption": caption, "tags": "load,upload"},
+            name="/media",
+            catch_response=True,
+        ) as r:
+            if r.status_code != 201:
+                r.failure(f"upload failed: {r.status_code} {r.text[:200]}")
+
+
+class SessionChurn(_SignedIn):
+    weight = 0 if OPEN_RATE > 0 else 1
+    wait_time = between(0.5, 1.5)
+
+    @task
+    def churn(self) -> None:
+        self.sign_in()
+        for _ in range(random.randint(1, 3)):
+            self.search_once()
+        self.client.delete("/sessions", name="/sessions [delete]")
+        self.client.cookiejar.clear()
+
+
+class OpenModelSearcher(_SignedIn):
+    """Fixed arrival rate per user; latency from the intended send time (corrected for omission)."""
+
+    weight = 1 if OPEN_RATE > 0 else 0
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.sign_in()
+        self.interval = 1.0 / OPEN_RATE if OPEN_RATE > 0 else 1.0
+        self.due = time.perf_counter() + random.random() * self.interval
+
+    @task
+    def search(self) -> None:
+        delay = self.due - time.perf_counter()
+        if delay > 0:
+            gevent.sleep(delay)
+        intended = self.due
+        self.due += self.interval
+        r = self.search_once(name="/search [service time]")
+        latency_ms = (time.perf_counter() - intended) * 1000.0
+        if r.status_code == 200:
+            _hist(_HDR, "/search [open]").record_ms(latency_ms)

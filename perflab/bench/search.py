@@ -1,0 +1,264 @@
+"""`perflab bench search --json [--rows N]`: the search service over HTTP, warm and cold.
+
+Against a real `perflab serve` (2 uvicorn workers) on a seeded library of N media in its own schema.
+- cold: every request a query never seen (search-cache and embedding-cache miss: embed + vector search)
+- warm: requests repeating primed (user, query) pairs (search-cache hits)
+both at concurrency 8; throughput at concurrency 1, 8 and 32 on the warm mix; per-stage p95 from the
+cold requests' Server-Timing headers. Percentiles come from HDR histograms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from perflab.config import Settings
+from perflab.db import connect, migrate, seed_library
+from perflab.db.vocabulary import QueryVocabulary
+from perflab.embed import make_embedder
+from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
+from perflab.service.server import ServiceProcess
+from perflab.services import endpoints
+
+BENCH_SCHEMA = "bench_search"
+BENCH_PREFIX = "benchsearch"
+
+
+@dataclass(frozen=True)
+class SearchBenchConfig:
+    rows: int = 100_000
+    users: int = 200
+    seed: int = 42
+    serve_workers: int = 2
+    cold_requests: int = 600
+    warm_requests: int = 3000
+    rps_requests: int = 1500
+    concurrency: int = 8
+
+
+def bench_settings(settings: Settings, rows: int) -> Settings:
+    """A schema per library size, kept between runs (seeding is skipped when it is already there)."""
+    return settings.replace(db_schema=f"{BENCH_SCHEMA}_{rows}", key_prefix=f"{BENCH_PREFIX}{rows}")
+
+
+def prepare_library(settings: Settings, cfg: SearchBenchConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Seed (or find) the bench library; returns what was seeded and how long it took."""
+    ep = endpoints(settings)
+    with connect(settings, ep.database_url) as conn:
+        migrate(conn, settings)
+        result = seed_library(
+            settings, conn, media=cfg.rows, users=cfg.users, seed=cfg.seed,
+            embedder=make_embedder(settings), progress=progress,
+        )  # fmt: skip
+    return {"created": result.created, "seconds": round(result.elapsed_s, 1), "largest_user": result.sizes[0]}
+
+
+def clear_cache(settings: Settings) -> int:
+    import redis
+
+    client = redis.Redis.from_url(endpoints(settings).redis_url)
+    n = 0
+    for batch in _batched(client.scan_iter(match=f"{settings.key_prefix}:*", count=2000), 1000):
+        n += client.unlink(*batch)
+    client.close()
+    return n
+
+
+def _batched(it: Any, n: int) -> Any:
+    batch: list[Any] = []
+    for x in it:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Clients:
+    """One signed-in httpx client per thread, each as a different seeded user."""
+
+    def __init__(self, url: str, users: int, seed: int) -> None:
+        self.url = url
+        self.users = users
+        self._local = threading.local()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.all: list[httpx.Client] = []
+
+    def get(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            with self._lock:
+                user = self._rng.randint(1, self.users)
+            client = httpx.Client(
+                base_url=self.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=1)
+            )
+            r = client.post("/sessions", json={"email": f"user{user}@example.com"})
+            r.raise_for_status()
+            self._local.client = client
+            with self._lock:
+                self.all.append(client)
+        return client
+
+    def close(self) -> None:
+        for c in self.all:
+            c.close()
+
+
+def _parse_server_timing(header: str) -> dict[str, float]:
+    out = {}
+    for part in header.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if dur:
+            out[name] = float(dur)
+    return out
+
+
+def _search(
+    clients: _Clients, query: Callable[[int], str], stages: dict[str, LatencyHistogram] | None
+) -> Callable[[int], None]:
+    def call(i: int) -> None:
+        r = clients.get().get("/search", params={"q": query(i), "k": 20})
+        r.raise_for_status()
+        if stages is not None:
+            for name, ms in _parse_server_timing(r.headers.get("server-timing", "")).items():
+                stages.setdefault(name, LatencyHistogram()).record_ms(ms)
+
+    return call
+
+
+class SearchBench:
+    """A running service on a seeded library, and the load phases the benchmark and notebooks share."""
+
+    def __init__(
+        self, settings: Settings, cfg: SearchBenchConfig, *, log: Callable[[str], None] = print
+    ) -> None:
+        self.settings = bench_settings(settings, cfg.rows)
+        self.cfg = cfg
+        self.log = log
+        self.vocab = list(QueryVocabulary(cfg.seed).queries)
+        self.warm_set = self.vocab[:50]
+        self._cold_next = 0
+        self._svc: ServiceProcess | None = None
+        self.seeded: dict[str, Any] = {}
+
+    def __enter__(self) -> SearchBench:
+        self.log(
+            f"seeding {self.cfg.rows} media for {self.cfg.users} users (schema {self.settings.db_schema}) ..."
+        )
+        self.seeded = prepare_library(self.settings, self.cfg)
+        clear_cache(self.settings)
+        env = {"PERFLAB_DB_SCHEMA": self.settings.db_schema, "PERFLAB_KEY_PREFIX": self.settings.key_prefix}
+        log_path = Path(self.settings.home) / "bench-search-serve.log"
+        self._svc = ServiceProcess(workers=self.cfg.serve_workers, env=env, log=log_path).start()
+        warmup = _Clients(self.url, self.cfg.users, self.cfg.seed)
+        run_closed(_search(warmup, lambda i: f"warmup query {i}", None), concurrency=4, requests=32)
+        warmup.close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._svc is not None:
+            self._svc.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._svc is not None
+        return self._svc.url
+
+    def embedder(self) -> str:
+        return str(httpx.get(self.url + "/health", params={"detailed": "true"}).json().get("embedder"))
+
+    def _cold_queries(self, n: int) -> list[str]:
+        """Queries never sent before in this bench (suffixes keep them distinct past the vocabulary)."""
+        v, start = self.vocab, self._cold_next
+        self._cold_next += n
+        return [v[i % len(v)] + (f" {v[(i * 7 + i // len(v)) % len(v)]}" if i >= len(v) else "")
+                for i in range(start, start + n)]  # fmt: skip
+
+    def cold(
+        self, concurrency: int, requests: int, stages: dict[str, LatencyHistogram] | None = None
+    ) -> LoadResult:
+        """Every request a new query: search-cache and embedding-cache misses (embed + vector search)."""
+        queries = self._cold_queries(requests)
+        clients = _Clients(self.url, self.cfg.users, self.cfg.seed + 1000 + self._cold_next)
+        try:
+            return run_closed(_search(clients, lambda i: queries[i], stages), concurrency=concurrency,
+                              requests=requests, keep_samples=True)  # fmt: skip
+        finally:
+            clients.close()
+
+    def warm(self, concurrency: int, requests: int) -> LoadResult:
+        """Each client's user repeats a primed set of popular queries: search-cache hits."""
+        clients = _Clients(self.url, self.cfg.users, self.cfg.seed + concurrency)
+        ws = self.warm_set
+        try:
+            run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
+                       requests=len(ws) * concurrency * 2)  # fmt: skip
+            return run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
+                              requests=requests, keep_samples=True)  # fmt: skip
+        finally:
+            clients.close()
+
+
+def run_search_bench(
+    settings: Settings, cfg: SearchBenchConfig, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": cfg.rows, "users": cfg.users, "serve_workers": cfg.serve_workers,
+                           "concurrency": cfg.concurrency}  # fmt: skip
+    stages: dict[str, LatencyHistogram] = {}
+    with SearchBench(settings, cfg, log=log) as bench:
+        out["seeded"] = bench.seeded
+        out["embedder"] = bench.embedder()
+        log(f"cold: {cfg.cold_requests} requests at concurrency {cfg.concurrency}")
+        cold = bench.cold(cfg.concurrency, cfg.cold_requests, stages)
+        log(f"warm: {cfg.warm_requests} requests at concurrency {cfg.concurrency}")
+        warm = bench.warm(cfg.concurrency, cfg.warm_requests)
+        rps = {}
+        for c in (1, 8, 32):
+            rps[c] = bench.warm(c, cfg.rps_requests)
+            log(f"rps c={c}: {rps[c].throughput:.0f}/s")
+    ws, cs = warm.histogram.summary(), cold.histogram.summary()
+    out.update({
+        "warm_p50_ms": ws["p50_ms"], "warm_p95_ms": ws["p95_ms"], "warm_p99_ms": ws["p99_ms"],
+        "cold_p50_ms": cs["p50_ms"], "cold_p95_ms": cs["p95_ms"], "cold_p99_ms": cs["p99_ms"],
+        "rps_c1": round(rps[1].throughput, 1), "rps_c8": round(rps[8].throughput, 1),
+        "rps_c32": round(rps[32].throughput, 1),
+        "stage_p95_ms": {k: h.percentile_ms(95) for k, h in sorted(stages.items())},
+        "stage_p50_ms": {k: h.percentile_ms(50) for k, h in sorted(stages.items())},
+        "errors": warm.errors + cold.errors + sum(r.errors for r in rps.values()),
+        "samples": {"warm": warm.histogram.count, "cold": cold.histogram.count},
+        "p95_ms_c32": rps[32].histogram.percentile_ms(95),
+    })  # fmt: skip
+    return out
+
+
+def main(settings: Settings, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="perflab bench search", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="media in the seeded library")
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--cold", type=int, default=600, help="cold requests")
+    parser.add_argument("--warm", type=int, default=3000, help="warm requests")
+    parser.add_argument("--serve-workers", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    cfg = SearchBenchConfig(rows=args.rows, users=args.users, seed=args.seed, cold_requests=args.cold,
+                            warm_requests=args.warm, serve_workers=args.serve_workers)  # fmt: skip
+    import sys
+
+    result = run_search_bench(settings, cfg, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>16}: {v}")
+    return 0

@@ -1,0 +1,154 @@
+"""Session authentication: Redis is the session store; a signed cookie keeps users signed in when it
+is not there.
+
+The cookie is `v1~<session id>~<user id>~<issued ms>~<expires ms>~<HMAC-SHA256>`. With Redis up, the session
+must exist there and belong to that user (so logout and revoke-all take effect at once). With Redis
+down (CacheUnavailable), the service falls back to the cookie's signed claims, checked against the
+revocations kept in PostgreSQL, so search keeps answering for signed-in users and a revoked session is
+still refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from perflab.cache import CacheUnavailable, SessionStore
+
+COOKIE_NAME = "perflab_session"
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    session_id: str
+    degraded: bool  # authenticated from the signed cookie alone (Redis unavailable)
+
+
+@dataclass(frozen=True)
+class _Claims:
+    session_id: str
+    user_id: str
+    issued: int
+    expires: int
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def session_hash(session_id: str) -> bytes:
+    """What PostgreSQL stores of a revoked session: never the id itself."""
+    return hashlib.sha256(session_id.encode()).digest()
+
+
+class SessionAuth:
+    def __init__(
+        self, sessions: SessionStore, pool: ConnectionPool, secret: bytes, *, absolute_ttl: int
+    ) -> None:
+        self._sessions = sessions
+        self._pool = pool
+        self._secret = secret
+        self._absolute_ttl = absolute_ttl
+
+    # -- cookie ---------------------------------------------------------------------------------
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
+
+    def cookie_for(self, session_id: str, user_id: str, issued: int | None = None) -> str:
+        issued = int(time.time() * 1000) if issued is None else issued
+        payload = f"v1~{session_id}~{user_id}~{issued}~{issued + self._absolute_ttl * 1000}"
+        return f"{payload}~{self._sign(payload)}"
+
+    def _claims(self, cookie: str | None, now: float | None = None) -> _Claims | None:
+        if not cookie or len(cookie) > 512:
+            return None
+        parts = cookie.split("~")
+        if len(parts) != 6 or parts[0] != "v1":
+            return None
+        payload, sig = "~".join(parts[:5]), parts[5]
+        if not hmac.compare_digest(self._sign(payload), sig):
+            return None
+        try:
+            uuid.UUID(parts[2])
+            issued, expires = int(parts[3]), int(parts[4])
+        except ValueError:
+            return None
+        if expires <= (time.time() if now is None else now) * 1000:
+            return None
+        return _Claims(parts[1], parts[2], issued, expires)
+
+    # -- operations -----------------------------------------------------------------------------
+    def login(self, user_id: str, data: dict[str, Any], previous_cookie: str | None = None) -> str:
+        """A fresh session (a new id at every login: fixation protection); the old one is ended."""
+        old = self._claims(previous_cookie)
+        if old is not None:
+            self.logout(previous_cookie)
+        session = self._sessions.create(user_id, data)
+        return self.cookie_for(session.id, user_id)
+
+    def authenticate(self, cookie: str | None) -> Principal | None:
+        claims = self._claims(cookie)
+        if claims is None:
+            return None
+        try:
+            session = self._sessions.get(claims.session_id)
+        except CacheUnavailable:
+            return self._degraded(claims)
+        if session is None or str(session.user_id) != claims.user_id:
+            return None
+        return Principal(claims.user_id, claims.session_id, degraded=False)
+
+    def _degraded(self, claims: _Claims) -> Principal | None:
+        with self._pool.connection(timeout=5) as conn:
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE session_hash = %s),"
+                " (SELECT sessions_valid_after FROM users WHERE id = %s)",
+                (session_hash(claims.session_id), claims.user_id),
+            ).fetchone()
+        revoked, valid_after = row if row else (True, None)
+        if revoked:
+            return None
+        if valid_after is not None and claims.issued <= valid_after.timestamp() * 1000:
+            return None
+        return Principal(claims.user_id, claims.session_id, degraded=True)
+
+    def logout(self, cookie: str | None) -> bool:
+        claims = self._claims(cookie)
+        if claims is None:
+            return False
+        self._record_revocation(claims)
+        # Recorded in PostgreSQL; if Redis is down its entry expires on its own.
+        with contextlib.suppress(CacheUnavailable):
+            self._sessions.delete(claims.session_id)
+        return True
+
+    def revoke_all(self, user_id: str) -> int:
+        with self._pool.connection(timeout=5) as conn:
+            conn.execute("UPDATE users SET sessions_valid_after = now() WHERE id = %s", (user_id,))
+        try:
+            return self._sessions.revoke_all(user_id)
+        except CacheUnavailable:
+            return 0
+
+    def _record_revocation(self, claims: _Claims) -> None:
+        with self._pool.connection(timeout=5) as conn:
+            conn.execute(
+                "INSERT INTO revoked_sessions (session_hash, user_id, expires_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (session_hash) DO NOTHING",
+                (
+                    session_hash(claims.session_id),
+                    claims.user_id,
+                    datetime.fromtimestamp(claims.expires / 1000, UTC),
+                ),
+            )
+            conn.execute("DELETE FROM revoked_sessions WHERE expires_at < now()")

@@ -1,0 +1,110 @@
+"""Search history, written in batches off the request path.
+
+A request only appends to an in-memory queue; one background thread flushes it with a single
+multi-row INSERT every `interval` seconds or `batch` rows. History is analytics, not state: when the
+queue is full (the database is down for long) rows are dropped and counted rather than blocking search.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg_pool import ConnectionPool
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    user_id: str
+    query: str
+    filters: dict[str, Any]
+    result_count: int
+    latency_ms: float
+    cache_hit: bool
+
+
+class SearchHistoryWriter:
+    def __init__(
+        self, pool: ConnectionPool, *, batch: int = 200, interval: float = 0.5, max_queue: int = 50_000
+    ) -> None:
+        self._pool = pool
+        self._batch = batch
+        self._interval = interval
+        self._queue: queue.Queue[HistoryEntry] = queue.Queue(max_queue)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+        self.failed_flushes = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="search-history", daemon=True)
+            self._thread.start()
+
+    def record(self, entry: HistoryEntry) -> None:
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self.dropped += 1
+
+    def _drain(self) -> list[HistoryEntry]:
+        items: list[HistoryEntry] = []
+        try:
+            items.append(self._queue.get(timeout=self._interval))
+            while len(items) < self._batch:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return items
+
+    def flush_items(self, items: list[HistoryEntry]) -> None:
+        if not items:
+            return
+        rows = [
+            (e.user_id, e.query, orjson.dumps(e.filters).decode(), e.result_count, e.latency_ms, e.cache_hit)
+            for e in items
+        ]
+        try:
+            with self._pool.connection(timeout=5) as conn, conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO search_history (user_id, query, filters, result_count, latency_ms, cache_hit)"
+                    " VALUES (%s, %s, %s::jsonb, %s, %s, %s)",
+                    rows,
+                )
+            self.written += len(rows)
+        except Exception as exc:  # the database is down: drop this batch, keep serving
+            self.failed_flushes += 1
+            self.dropped += len(rows)
+            _log.warning("search history flush of %d rows failed: %s", len(rows), exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.flush_items(self._drain())
+        self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued now (tests, shutdown)."""
+        while True:
+            items = []
+            while len(items) < self._batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not items:
+                return
+            self.flush_items(items)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.flush()

@@ -1,0 +1,170 @@
+"""The upload path: image pipeline → storage → rows + caption embedding → invalidate → publish.
+
+The database commit is the acknowledgement: a 201 means the row is durable. Renditions are written
+first under content-hashed keys (idempotent; a failed insert leaves only unreferenced blobs, never a
+row without its files). When Redis cannot take the invalidation, it is retried in the background
+until it lands, so a user never keeps seeing results from before their upload once Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from perflab.cache import Invalidator, SearchCache
+from perflab.db import NewMedia, insert_media
+from perflab.images import Derivative, ImagePipeline
+from perflab.images.storage import Storage, store_processed
+from perflab.service.search import SearchService
+from perflab.service.timing import StageTimer
+
+_log = logging.getLogger(__name__)
+MAX_CAPTION_CHARS = 2000
+MAX_TAGS = 50
+
+
+class InvalidUpload(ValueError):
+    """Upload metadata the API refuses (422)."""
+
+
+@dataclass
+class UploadResult:
+    media_id: str
+    derivatives: list[dict[str, Any]]
+    width: int
+    height: int
+    blurhash: str
+    dominant_colors: list[tuple[str, float]]
+    timings_ms: dict[str, float]
+
+
+def derivative_record(d: Derivative, key: str) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "width": d.width,
+        "height": d.height,
+        "format": d.format,
+        "key": key,
+        "bytes": len(d.data),
+    }
+
+
+class _PendingInvalidations:
+    """Users whose search-cache invalidation did not reach Redis; a thread retries until it does."""
+
+    def __init__(self, cache: SearchCache, interval: float = 0.5) -> None:
+        self._cache = cache
+        self._users: set[str] = set()
+        self._lock = threading.Lock()
+        self._interval = interval
+        self._thread: threading.Thread | None = None
+
+    def add(self, user_id: str) -> None:
+        with self._lock:
+            self._users.add(user_id)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="invalidation-retry", daemon=True)
+                self._thread.start()
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                users = list(self._users)
+            if not users:
+                return
+            for user in users:
+                if self._cache.invalidate_user(user):
+                    with self._lock:
+                        self._users.discard(user)
+
+
+class UploadService:
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        pipeline: ImagePipeline,
+        storage: Storage,
+        search: SearchService,
+        search_cache: SearchCache,
+        invalidator: Invalidator,
+    ) -> None:
+        self.pool = pool
+        self.pipeline = pipeline
+        self.storage = storage
+        self.search = search
+        self.search_cache = search_cache
+        self.invalidator = invalidator
+        self.pending = _PendingInvalidations(search_cache)
+
+    def upload(
+        self,
+        user_id: str,
+        data: bytes,
+        *,
+        filename: str,
+        caption: str | None = None,
+        tags: list[str] | None = None,
+    ) -> UploadResult:
+        tags = [t.strip() for t in (tags or []) if t.strip()]
+        if caption is not None and len(caption) > MAX_CAPTION_CHARS:
+            raise InvalidUpload(f"caption is longer than {MAX_CAPTION_CHARS} characters")
+        if len(tags) > MAX_TAGS or any(len(t) > 64 for t in tags):
+            raise InvalidUpload(f"at most {MAX_TAGS} tags of at most 64 characters")
+        timer = StageTimer()
+        with timer.stage("pipeline"):
+            image = self.pipeline.process(data, filename=filename)
+        with timer.stage("storage"):
+            keys = store_processed(self.storage, image)
+        records = [derivative_record(d, keys[d.name]) for d in image.derivatives]
+        text = (
+            (caption or "").strip()
+            or " ".join(tags)
+            or PurePath(filename).stem.replace("_", " ").replace("-", " ")
+        )
+        vec = self.search.embed_query(text or "image", timer)
+        media = NewMedia(
+            filename=PurePath(filename).name[:255] or "upload",
+            original_filename=filename[:1024],
+            caption=caption,
+            mime_type=image.master.mime_type,
+            file_size_bytes=len(data),
+            width=image.width,
+            height=image.height,
+            tags=tuple(tags),
+            storage_key=keys[image.master.name],
+            dominant_colors=[{"hex": h, "share": s} for h, s in image.dominant_colors],
+            blurhash=image.blurhash,
+            status="completed",
+        )
+        with timer.stage("database"), self.pool.connection() as conn, conn.transaction():
+            media_id = insert_media(conn, user_id, media, vec, model_name=self.search.embedder.model_name)
+            conn.execute("UPDATE media_files SET derivatives = %s WHERE id = %s", (Jsonb(records), media_id))
+        with timer.stage("invalidate"):
+            if not self.search_cache.invalidate_user(user_id):
+                self.pending.add(user_id)
+            self.invalidator.publish_invalidation(user_id)
+        return UploadResult(
+            str(media_id),
+            records,
+            image.width,
+            image.height,
+            image.blurhash,
+            image.dominant_colors,
+            timer.as_dict(),
+        )
+
+
+def parse_tags(raw: str | None) -> list[str]:
+    return [t for t in (raw or "").split(",") if t.strip()]

@@ -1,0 +1,261 @@
+"""The search service over real HTTP: uvicorn in a child process, httpx, the shared servers (and a
+private Redis for the fail-open test)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from perflab.config import Settings
+from perflab.db import connect, migrate, seed_library
+from perflab.embed import HashingEmbedder
+from perflab.service.auth import COOKIE_NAME
+from perflab.service.server import ServiceProcess
+from perflab.services import Endpoints, RedisServer
+from perflab.services._ports import free_port
+
+
+def _env(settings: Settings, media: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PERFLAB_HOME": str(settings.home),
+        "PERFLAB_DB_SCHEMA": settings.db_schema,
+        "PERFLAB_KEY_PREFIX": settings.key_prefix,
+        "PERFLAB_EMBEDDER": "hashing",
+        "PERFLAB_MEDIA_ROOT": str(media),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def svc_settings(base_settings: Settings, servers: Endpoints) -> Iterator[Settings]:
+    s = base_settings.replace(
+        db_schema=base_settings.db_schema + "_svc", key_prefix=base_settings.key_prefix + "svc"
+    )
+    with connect(s, servers.database_url) as conn:
+        migrate(conn, s)
+        seed_library(s, conn, media=400, users=4, seed=7, embedder=HashingEmbedder(s.embedding_dim))
+    yield s
+    with connect(s, servers.database_url) as conn:
+        conn.execute(f"DROP SCHEMA {s.db_schema} CASCADE")
+
+
+@pytest.fixture(scope="module")
+def service(svc_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    media = tmp_path_factory.mktemp("media")
+    with ServiceProcess(workers=1, env=_env(svc_settings, media), log=media / "serve.log") as svc:
+        yield svc
+
+
+def _client(service: ServiceProcess, email: str | None = None) -> httpx.Client:
+    client = httpx.Client(base_url=service.url, timeout=30)
+    if email:
+        r = client.post("/sessions", json={"email": email})
+        assert r.status_code == 201, r.text
+    return client
+
+
+def _photo(seed: int = 0, size: tuple[int, int] = (640, 480)) -> bytes:
+    img = Image.linear_gradient("L").resize(size).convert("RGB")
+    img.paste((seed * 40 % 255, 120, 200), (10, 10, 200, 200))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _owner(servers: Endpoints, settings: Settings, media_id: str) -> str:
+    with connect(settings, servers.database_url) as conn:
+        row = conn.execute("SELECT user_id FROM media_files WHERE id = %s", (media_id,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def test_no_session_is_401(service: ServiceProcess) -> None:
+    c = _client(service)
+    assert c.get("/search", params={"q": "dog"}).status_code == 401
+    assert c.get(f"/media/{uuid.uuid4()}").status_code == 401
+    assert c.post("/media", files={"file": ("a.jpg", _photo())}).status_code == 401
+    c.cookies.set(COOKIE_NAME, "v1~forged~cookie~1~99999999999999~sig")
+    assert c.get("/search", params={"q": "dog"}).status_code == 401
+
+
+def test_login_sets_a_safe_cookie_and_rotates(service: ServiceProcess) -> None:
+    c = _client(service)
+    assert c.post("/sessions", json={"email": "nobody@example.com"}).status_code == 401
+    r = c.post("/sessions", json={"email": "user2@example.com"})
+    assert r.status_code == 201
+    header = r.headers["set-cookie"].lower()
+    assert "httponly" in header and "samesite=lax" in header
+    first = c.cookies[COOKIE_NAME]
+    r = c.post("/sessions", json={"email": "user2@example.com"})
+    second = c.cookies[COOKIE_NAME]
+    assert second != first  # a new session id at every login
+    stale = httpx.Client(base_url=service.url, cookies={COOKIE_NAME: first})
+    assert stale.get("/search", params={"q": "dog"}).status_code == 401  # the old session ended
+    assert c.get("/search", params={"q": "dog"}).status_code == 200
+    assert c.delete("/sessions").status_code == 204
+    again = httpx.Client(base_url=service.url, cookies={COOKIE_NAME: second})
+    assert again.get("/search", params={"q": "dog"}).status_code == 401  # logged out
+
+
+def test_search_is_scoped_timed_and_cached(
+    service: ServiceProcess, servers: Endpoints, svc_settings: Settings
+) -> None:
+    c = _client(service, "user1@example.com")
+    me = c.post("/sessions", json={"email": "user1@example.com"}).json()["user_id"]
+    r = c.get("/search", params={"q": "a dog running on the beach", "k": 10})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cache_hit"] is False and 0 < body["count"] <= 10
+    assert "vector_search" in r.headers["server-timing"] and "total;dur=" in r.headers["server-timing"]
+    assert {"search_cache", "embedding_cache", "vector_search", "hydrate"} <= set(body["timings_ms"])
+    assert all(_owner(servers, svc_settings, x["id"]) == me for x in body["results"])
+    sims = [x["similarity"] for x in body["results"]]
+    assert sims == sorted(sims, reverse=True)
+    again = c.get("/search", params={"q": "  A DOG running   on the beach ", "k": 10}).json()
+    assert again["cache_hit"] is True  # normalized query: same entry
+    assert [x["id"] for x in again["results"]] == [x["id"] for x in body["results"]]
+
+
+def test_other_users_media_is_404(service: ServiceProcess) -> None:
+    one = _client(service, "user1@example.com")
+    two = _client(service, "user2@example.com")
+    mine = one.get("/search", params={"q": "cat", "k": 5}).json()["results"]
+    assert mine
+    media_id = mine[0]["id"]
+    assert one.get(f"/media/{media_id}").status_code == 200
+    assert two.get(f"/media/{media_id}").status_code == 404
+    assert two.get(f"/media/{uuid.uuid4()}").status_code == 404
+    theirs = {x["id"] for x in two.get("/search", params={"q": "cat", "k": 50}).json()["results"]}
+    assert media_id not in theirs
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"q": "dog", "k": 0}, 422),
+        ({"q": "dog", "k": 101}, 422),
+        ({"q": "dog", "type": "hologram"}, 422),
+        ({"q": ""}, 422),
+        ({"q": "   "}, 422),
+        ({"q": "x" * 513}, 422),
+        ({"q": "dog", "from": "2025-01-02T00:00:00Z", "to": "2025-01-01T00:00:00Z"}, 422),
+        ({"q": "dog", "from": "2025-01-01T00:00:00"}, 422),
+        ({"q": "dog", "from": "yesterday"}, 422),
+        ({"q": "dog", "type": "image", "from": "2020-01-01T00:00:00Z"}, 200),
+        ({"q": "x" * 5000}, 414),
+    ],
+)
+def test_validation(service: ServiceProcess, params: dict[str, object], status: int) -> None:
+    c = _client(service, "user3@example.com")
+    r = c.get("/search", params=params)
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert r.json()["detail"]
+
+
+def test_upload_is_searchable_at_once_and_bad_files_write_nothing(
+    service: ServiceProcess, servers: Endpoints, svc_settings: Settings
+) -> None:
+    c = _client(service, "user4@example.com")
+    query = {"q": "violet zebra crossing a glacier", "k": 5}
+    before = c.get("/search", params=query).json()
+    c.get("/search", params=query)  # now cached
+    r = c.post(
+        "/media",
+        files={"file": ("zebra.jpg", _photo(3), "image/jpeg")},
+        data={"caption": "violet zebra crossing a glacier", "tags": "zebra,glacier"},
+    )
+    assert r.status_code == 201, r.text
+    media = r.json()
+    assert media["width"] == 640 and media["thumbnail_url"] and media["srcset"] is not None
+    after = c.get("/search", params=query).json()
+    assert after["cache_hit"] is False  # the upload invalidated this user's cached results
+    assert after["results"][0]["id"] == media["id"]
+    assert media["id"] not in {x["id"] for x in before["results"]}
+    with connect(svc_settings, servers.database_url) as conn:
+        count = conn.execute("SELECT count(*) FROM media_files").fetchone()
+    for name, data in [
+        ("empty.jpg", b""),
+        ("notes.jpg", b"hello, not an image"),
+        ("cut.jpg", _photo()[:600]),
+    ]:
+        bad = c.post("/media", files={"file": (name, data, "image/jpeg")})
+        assert 400 <= bad.status_code < 500, (name, bad.status_code, bad.text)
+        assert bad.json()["detail"]
+    with connect(svc_settings, servers.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM media_files").fetchone() == count
+
+
+def test_health_metrics_openapi(service: ServiceProcess) -> None:
+    c = _client(service)
+    h = c.get("/health", params={"detailed": "true"}).json()
+    assert h["status"] == "ok" and h["checks"]["pgvector"]["version"]
+    assert "hit_rate" in str(h["cache"]) or "hits" in str(h["cache"])
+    _client(service, "user1@example.com").get("/search", params={"q": "dog"})
+    assert "perflab_http_requests_total" in c.get("/metrics").text
+    schema = c.get("/openapi.json").json()
+    assert {"/search", "/media", "/sessions", "/health"} <= set(schema["paths"])
+
+
+def test_fail_open_when_redis_stops(svc_settings: Settings, servers: Endpoints, tmp_path: Path) -> None:
+    """Redis dies mid-run: signed-in users keep searching (from PostgreSQL); Redis returns, caching resumes."""
+    redis_server = RedisServer(tmp_path / "redis", free_port())
+    redis_server.start()
+    env = _env(
+        svc_settings,
+        tmp_path / "media",
+        PERFLAB_REDIS_URL=redis_server.url,
+        PERFLAB_DATABASE_URL=servers.database_url,
+    )
+    try:
+        with ServiceProcess(workers=1, env=env, log=tmp_path / "serve.log") as svc:
+            c = _client(svc, "user1@example.com")
+            q = {"q": "mountain lake at sunset", "k": 5}
+            assert c.get("/search", params=q).status_code == 200
+            assert c.get("/search", params=q).json()["cache_hit"] is True
+            redis_server.stop()
+            for _ in range(5):
+                r = c.get("/search", params=q)
+                assert r.status_code == 200, r.text
+                assert r.json()["cache_hit"] is False and r.json()["count"] > 0
+            assert c.get("/health").json()["status"] == "degraded"
+            assert _client(svc).post("/sessions", json={"email": "user2@example.com"}).status_code == 503
+            redis_server.start()
+            statuses = []
+            for _ in range(100):
+                r = c.get("/search", params=q)
+                statuses.append(r.status_code)
+                if r.status_code == 200 and r.json()["cache_hit"]:
+                    break
+                import time
+
+                time.sleep(0.1)
+            assert set(statuses) == {200} and r.json()["cache_hit"] is True
+    finally:
+        redis_server.stop()
+
+
+def test_logout_holds_while_redis_is_down(svc_settings: Settings, servers: Endpoints, tmp_path: Path) -> None:
+    redis_server = RedisServer(tmp_path / "redis", free_port())
+    redis_server.start()
+    env = _env(
+        svc_settings,
+        tmp_path / "media",
+        PERFLAB_REDIS_URL=redis_server.url,
+        PERFLAB_DATABASE_URL=servers.database_url,
+    )
+    try:
+        with ServiceProcess(workers=1, env=env) as svc:
+            c = _client(svc, "user2@example.com")
+            cookie = c.cookies[COOKIE_NAME]
+            assert c.delete("/sessions").status_code == 204
+            redis_server.stop()
+            replay = httpx.Client(base_url=svc.url, cookies={COOKIE_NAME: cookie})
+            assert replay.get("/search", params={"q": "dog"}).status_code == 401
+    finally:
+        redis_server.stop()
