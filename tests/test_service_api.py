@@ -5,51 +5,19 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
+from support import service_env
 
 from perflab.config import Settings
-from perflab.db import connect, migrate, seed_library
-from perflab.embed import HashingEmbedder
+from perflab.db import connect
 from perflab.service.auth import COOKIE_NAME
 from perflab.service.server import ServiceProcess
 from perflab.services import Endpoints, RedisServer
 from perflab.services._ports import free_port
-
-
-def _env(settings: Settings, media: Path, **extra: str) -> dict[str, str]:
-    return {
-        "PERFLAB_HOME": str(settings.home),
-        "PERFLAB_DB_SCHEMA": settings.db_schema,
-        "PERFLAB_KEY_PREFIX": settings.key_prefix,
-        "PERFLAB_EMBEDDER": "hashing",
-        "PERFLAB_MEDIA_ROOT": str(media),
-        **extra,
-    }
-
-
-@pytest.fixture(scope="module")
-def svc_settings(base_settings: Settings, servers: Endpoints) -> Iterator[Settings]:
-    s = base_settings.replace(
-        db_schema=base_settings.db_schema + "_svc", key_prefix=base_settings.key_prefix + "svc"
-    )
-    with connect(s, servers.database_url) as conn:
-        migrate(conn, s)
-        seed_library(s, conn, media=400, users=4, seed=7, embedder=HashingEmbedder(s.embedding_dim))
-    yield s
-    with connect(s, servers.database_url) as conn:
-        conn.execute(f"DROP SCHEMA {s.db_schema} CASCADE")
-
-
-@pytest.fixture(scope="module")
-def service(svc_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    media = tmp_path_factory.mktemp("media")
-    with ServiceProcess(workers=1, env=_env(svc_settings, media), log=media / "serve.log") as svc:
-        yield svc
 
 
 def _client(service: ServiceProcess, email: str | None = None) -> httpx.Client:
@@ -206,7 +174,7 @@ def test_fail_open_when_redis_stops(svc_settings: Settings, servers: Endpoints, 
     """Redis dies mid-run: signed-in users keep searching (from PostgreSQL); Redis returns, caching resumes."""
     redis_server = RedisServer(tmp_path / "redis", free_port())
     redis_server.start()
-    env = _env(
+    env = service_env(
         svc_settings,
         tmp_path / "media",
         PERFLAB_REDIS_URL=redis_server.url,
@@ -243,7 +211,7 @@ def test_fail_open_when_redis_stops(svc_settings: Settings, servers: Endpoints, 
 def test_logout_holds_while_redis_is_down(svc_settings: Settings, servers: Endpoints, tmp_path: Path) -> None:
     redis_server = RedisServer(tmp_path / "redis", free_port())
     redis_server.start()
-    env = _env(
+    env = service_env(
         svc_settings,
         tmp_path / "media",
         PERFLAB_REDIS_URL=redis_server.url,
