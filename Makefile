@@ -15,6 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 report: venv sysdeps up
 	$(BIN)/perflab db migrate
+	$(BIN)/perflab corpus
 	$(BIN)/perflab report --profile $(PROFILE)
 
 test: venv sysdeps up
