@@ -11,7 +11,8 @@ Layout of the `rows` rows: one large user (user A, ~80%), one mid-size user (10%
 Printed: `rows`, `dims`, `configs` (exact and HNSW at several ef_search, all searching user A: recall
 @10, serial p50/p95/p99, closed-loop QPS at concurrency 1/4/8, index build time and size) and
 `filtered` (per-user cases: small user, mid user, a selective media-type filter on user A, and the
-crossover sweep that sets vector.EXACT_THRESHOLD).
+crossover sweep that sets vector.EXACT_THRESHOLD; there, "hnsw" is the index path as the planner runs
+it, and for the smallest libraries the planner itself prefers the user_id btree).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from perflab.db._validate import MEDIA_TYPES, STATUSES, as_uuid, as_vector, chec
 from perflab.db.errors import InvalidInput
 from perflab.db.pool import PoolOrConn, borrow
 
-Path = Literal["auto", "exact", "hnsw"]
+SearchPath = Literal["auto", "exact", "hnsw"]
 
 # Measured with `perflab bench vector --rows 100000` (README): at 2,000 rows the exact path is faster than
 # the index under a 2% filter and exact; at 4,000 the index wins. ef_search 200 with the schema's
@@ -180,7 +180,7 @@ class VectorSearch:
         filters: SearchFilters | None = None,
         *,
         ef_search: int | None = None,
-        path: Path = "auto",
+        path: SearchPath = "auto",
     ) -> list[Hit]:
         """The user's k nearest media (cosine), nearest first. `path` forces a path (benchmarks)."""
         uid = as_uuid(user_id, "user_id")
