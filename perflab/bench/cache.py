@@ -79,11 +79,11 @@ def _seed_value(text: str, vec: np.ndarray) -> str:
     )
 
 
-def _seed_get_batch(client: redis.Redis, keys: list[str], texts: list[str]) -> list[list[float] | None]:
-    """The seed's getBatch as the issue frames it: one GET per item, JSON.parse, text check."""
+def _seed_get_batch(client: redis.Redis, prefix: str, texts: list[str]) -> list[list[float] | None]:
+    """The seed's getBatch as the issue frames it: per item, hash the key, one GET, JSON.parse, text check."""
     out: list[list[float] | None] = []
-    for key, text in zip(keys, texts, strict=True):
-        raw = client.get(key)
+    for text in texts:
+        raw = client.get(_seed_key(prefix, text))
         cached = json.loads(raw) if raw is not None else None
         out.append(cached["embedding"] if cached is not None and cached["text"] == text else None)
     return out
@@ -113,7 +113,7 @@ def _embeddings(
         pipe.execute()
 
     # Both layouts must return every vector, exactly, before their speed means anything.
-    ours_out, seed_out = cache.get_many(texts), _seed_get_batch(client, seed_keys, texts)
+    ours_out, seed_out = cache.get_many(texts), _seed_get_batch(client, manager.prefix, texts)
     if any(v is None for v in ours_out) or any(v is None for v in seed_out):
         raise RuntimeError("embedding benchmark: a stored vector was not read back")
     if not all(a is not None and np.array_equal(a, b) for a, b in zip(ours_out, vecs, strict=True)):
@@ -131,10 +131,10 @@ def _embeddings(
     seed_ns: list[int] = []
     for i in range(repeats):
         if i % 2:
-            seed_ns.append(_timed(lambda: _seed_get_batch(client, seed_keys, texts))[0])
+            seed_ns.append(_timed(lambda: _seed_get_batch(client, manager.prefix, texts))[0])
         ours_ns.extend(_timed(lambda: cache.get_many(texts))[0] for _ in range(3))
         if not i % 2:
-            seed_ns.append(_timed(lambda: _seed_get_batch(client, seed_keys, texts))[0])
+            seed_ns.append(_timed(lambda: _seed_get_batch(client, manager.prefix, texts))[0])
 
     sample = range(0, n, max(1, n // 100))
     ours_mem = [int(client.memory_usage(manager.key(cache.key(texts[i]))) or 0) for i in sample]
