@@ -26,7 +26,7 @@ class MigrationResult:
 
 def _migrations() -> list[tuple[str, str]]:
     folder = resources.files("perflab.db") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
 
 
