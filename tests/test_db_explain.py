@@ -127,3 +127,31 @@ def test_no_misestimate_blamed_on_a_limit(crafted) -> None:
     # Below LIMIT the sort emits 5 of the ~20,000 rows it planned: that is not a misestimate.
     a = analyze_plan(crafted, "SELECT * FROM crafted_big ORDER BY score LIMIT 5")
     assert "misestimate" not in a.kinds and "sort" in a.kinds
+
+
+def test_vector_index_starved_by_a_filter_after_it(crafted) -> None:
+    """The seed's query shape: the HNSW scan yields ef_search candidates, a join filter drops most."""
+    crafted.execute(
+        "CREATE INDEX IF NOT EXISTS crafted_vec_hnsw ON crafted_vec USING hnsw (embedding vector_l2_ops)"
+    )
+    crafted.execute("DROP TABLE IF EXISTS crafted_owner")
+    crafted.execute(
+        "CREATE TABLE crafted_owner AS SELECT g AS id, g % 50 AS owner FROM generate_series(0, 19999) g"
+    )
+    crafted.execute("ALTER TABLE crafted_owner ADD PRIMARY KEY (id)")
+    crafted.execute("ANALYZE crafted_owner")
+    q = np.zeros(8, dtype=np.float32)
+    with crafted.transaction():
+        crafted.execute("SET LOCAL hnsw.iterative_scan = off")
+        crafted.execute("SET LOCAL hnsw.ef_search = 40")
+        crafted.execute("SET LOCAL enable_seqscan = off")
+        a = analyze_plan(
+            crafted,
+            "SELECT v.id FROM crafted_vec v JOIN crafted_owner o ON o.id = v.id WHERE o.owner = 7"
+            " ORDER BY v.embedding <-> %s LIMIT 20",
+            (q,),
+        )
+    starved = [r for r in a.recommendations if r.kind == "vector_starved"]
+    assert starved, [str(r) for r in a.recommendations]
+    assert starved[0].node.startswith("Limit #") and "returned" in starved[0].message
+    assert starved[0].suggestion == "SET LOCAL hnsw.iterative_scan = relaxed_order"

@@ -81,7 +81,7 @@ class PlanNode:
 
 @dataclass(frozen=True)
 class Recommendation:
-    kind: str  # seq_scan | sort | sort_spill | hash_spill | misestimate | nested_loop | vector_sort | index_filter
+    kind: str  # seq_scan | sort | sort_spill | hash_spill | misestimate | nested_loop | vector_sort | vector_starved | index_filter
     node: str  # the node's label
     message: str
     suggestion: str | None = None  # SQL or a setting to try, when one can be derived
@@ -208,6 +208,15 @@ def _stops_early(nodes: list[PlanNode], n: PlanNode) -> bool:
     return False
 
 
+def _descendants(nodes: list[PlanNode], node: PlanNode) -> list[PlanNode]:
+    out, todo = [], list(node.children)
+    while todo:
+        child = nodes[todo.pop() - 1]
+        out.append(child)
+        todo.extend(child.children)
+    return out
+
+
 def _estimate_off(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> float | None:
     """actual/planned (per loop) when it is off by the factor on a non-trivial row count, else None."""
     if n.loops == 0 or max(n.actual_rows, n.plan_rows) < th.misestimate_min_rows:
@@ -301,6 +310,29 @@ def _check(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> list[Recommend
                     n.label,
                     f"the sort spilled {raw.get('Sort Space Used')} kB to disk",
                     "raise work_mem for this query (SET LOCAL work_mem)",
+                )
+            )
+
+    if kind == "Limit" and n.loops == 1 and n.actual_rows < n.plan_rows:
+        vector_scan = next(
+            (
+                d
+                for d in _descendants(nodes, n)
+                if d.node_type in ("Index Scan", "Index Only Scan")
+                and _VECTOR_OPS.search(str(d.raw.get("Order By")))
+            ),
+            None,
+        )
+        if vector_scan is not None:
+            out.append(
+                Recommendation(
+                    "vector_starved",
+                    n.label,
+                    f"asked for {n.plan_rows:,.0f} rows and returned {n.actual_rows:,.0f}: {vector_scan.label} "
+                    "yields only hnsw.ef_search candidates and filters applied after it (a join or a WHERE on "
+                    "another table) dropped most of them. Filter on columns of the indexed table and let pgvector "
+                    "0.8 keep scanning",
+                    "SET LOCAL hnsw.iterative_scan = relaxed_order",
                 )
             )
 
