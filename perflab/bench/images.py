@@ -35,6 +35,7 @@ from perflab.images.derivatives import MASTER, THUMBNAIL, Size, plan
 from perflab.images.formats import OUTPUT_FORMATS
 from perflab.images.pipeline import ImagePipeline, PipelineOptions, full_resolution, source_box
 from perflab.images.quality import reference, ssim
+from perflab.lab.latency import LatencyHistogram
 
 Outputs = dict[str, tuple[bytes, int, int]]
 TARGET_RATIO = 1.25
@@ -69,19 +70,20 @@ def _run_pass(fn: Callable[[bytes], Outputs], datas: Sequence[bytes], keep: bool
     return _Pass(time.perf_counter() - wall, time.process_time() - cpu, per_image, outputs)
 
 
-def _pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _summary(passes: list[_Pass], n: int) -> dict[str, Any]:
     walls = [p.wall_s for p in passes]
-    per_image = [ms for p in passes for ms in p.per_image_ms]
+    latency = LatencyHistogram()
+    for p in passes:
+        for ms in p.per_image_ms:
+            latency.record_ms(ms)
     return {
         "images_per_s": round(n / statistics.median(walls), 3),
         "cpu_ms_per_image": round(statistics.median(p.cpu_s for p in passes) / n * 1000, 2),
         "rounds_images_per_s": [round(n / w, 3) for w in walls],
-        "latency_ms": {"p50": round(_pct(per_image, 0.5), 2), "p95": round(_pct(per_image, 0.95), 2)},
+        "latency_ms": {
+            "p50": round(latency.percentile_ms(50), 2),
+            "p95": round(latency.percentile_ms(95), 2),
+        },
     }
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from perflab.cdn.errors import EdgeUnavailable
+from perflab.services._ports import port_open
 
 _CONFIG = """\
 {user}daemon off;
@@ -128,20 +128,13 @@ class NginxEdge:
         deadline = time.monotonic() + timeout
         pid_file = self.cache_dir / "nginx.pid"
         # The pid file proves *our* nginx bound the port (another listener would also accept).
-        while not (pid_file.exists() and self._proc.poll() is None and self._accepting()):
+        while not (pid_file.exists() and self._proc.poll() is None and port_open(self.port, self.host)):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
                 self.stop()
                 raise EdgeUnavailable("nginx", self.url, "did not start", f"see {log}: {tail.strip()}")
             time.sleep(0.02)
         return self
-
-    def _accepting(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
 
     def stop(self) -> None:
         """Fast shutdown (SIGTERM) of the nginx master this object started; kill after 5 s."""

@@ -35,7 +35,7 @@ def _linear_to_srgb(value: float) -> int:
 
 
 def encode(im: Image.Image, x_components: int = 4, y_components: int = 3) -> str:
-    """The BlurHash of an image (resampled to <= 32 px first; transparent areas count as black)."""
+    """The BlurHash of an image (resampled to <= 32 px first; alpha is ignored)."""
     if not (1 <= x_components <= 9 and 1 <= y_components <= 9):
         raise ValueError("blurhash components must be within 1..9")
     small = (

@@ -1,7 +1,7 @@
 """Dominant colours for visual search: median-cut clusters refined by k-means, with their share.
 
 Runs on a <= 40 px resample of the smallest derivative: clustering ~1 k pixels instead of 4 M changes
-the palette by a few levels at most and costs well under a millisecond.
+the palette by a few levels at most and costs about 2 ms instead of seconds.
 """
 
 from __future__ import annotations

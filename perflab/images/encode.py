@@ -7,6 +7,7 @@ no GPS position, camera serial or comment from the upload can reach a published 
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +68,34 @@ class EncodeSettings:
 
 def encode(im: Image.Image, settings: EncodeSettings) -> bytes:
     """Encode one image; the input must already be RGB, RGBA (not for JPEG) or L."""
-    buf = io.BytesIO()
     params = settings.pillow_params()
-    if settings.format == "jpeg" and im.mode == "L":
-        params.pop("subsampling")  # one channel: nothing to subsample
+    if settings.format == "jpeg":
+        if im.mode == "L":
+            params.pop("subsampling")  # one channel: nothing to subsample
+        if hasattr(os, "memfd_create"):
+            return _save_to_memfd(im, "JPEG", params)
+    buf = io.BytesIO()
     im.save(buf, pillow_name(settings.format), **params)
     return buf.getvalue()
+
+
+def _save_to_memfd(im: Image.Image, fmt: str, params: dict[str, Any]) -> bytes:
+    """Save through an anonymous in-memory file. Pillow releases the GIL for a JPEG encode only when
+    it writes to a real file descriptor (`encode_to_file`); into a BytesIO it holds the GIL for the
+    whole encode, which serialises a thread pool (measured: 2 threads ran at 1.0x, and a Python thread
+    beside the encode got 40% of its normal speed). A memfd is a descriptor without a disk."""
+    fd = os.memfd_create("perflab-encode", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", buffering=0, closefd=False) as fh:
+            im.save(fh, fmt, **params)
+        size = os.fstat(fd).st_size
+        chunks, offset = [], 0
+        while offset < size:
+            chunk = os.pread(fd, size - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
