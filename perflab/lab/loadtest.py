@@ -135,11 +135,11 @@ def loadtest(settings: Settings, argv: list[str]) -> int:
         p95_slo_ms=args.p95_slo_ms, seeded_users=args.seeded_users,
     )  # fmt: skip
     if args.host:
-        result = run_locust(args.host, out, **kwargs)  # type: ignore[arg-type]
+        result = run_locust(args.host, out, **kwargs)
     else:
         out.mkdir(parents=True, exist_ok=True)
         with ServiceProcess(workers=args.serve_workers, log=out / "serve.log") as svc:
-            result = run_locust(svc.url, out, **kwargs)  # type: ignore[arg-type]
+            result = run_locust(svc.url, out, **kwargs)
     total = result.summary.get("hdr_total", {})
     print(
         f"requests {result.summary.get('requests')}, failures {result.summary.get('failures')}, "

@@ -92,7 +92,7 @@ class SearchHistoryWriter:
     def flush(self) -> None:
         """Write everything queued now (tests, shutdown)."""
         while True:
-            items = []
+            items: list[HistoryEntry] = []
             while len(items) < self._batch:
                 try:
                     items.append(self._queue.get_nowait())

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from perflab.config import Settings
 from perflab.services._ports import free_port
 from perflab.services.postgres_server import PostgresServer
@@ -28,8 +30,7 @@ class Endpoints:
     embedded: bool
 
 
-def _lock(home: Path):  # type: ignore[no-untyped-def]
-    from filelock import FileLock
+def _lock(home: Path) -> FileLock:
 
     home.mkdir(parents=True, exist_ok=True)
     return FileLock(str(home / "services.lock"), timeout=180)
