@@ -32,6 +32,9 @@ class EncodeSettings:
     webp_method: int = 4  # 0 (fast) .. 6 (small)
     avif_speed: int = 6  # 0 (slow, small) .. 10 (fast); libavif's default
     avif_threads: int = 1  # one thread per image: a batch parallelises across images instead
+    # libaom's tuning. "ssim" is libheif's default (so libvips'/sharp's); libavif's is "psnr", which on
+    # the corpus gives 640 px outputs 25% fewer bytes but SSIM 0.969 instead of 0.983.
+    avif_tune: str = "ssim"
 
     def __post_init__(self) -> None:
         if self.format not in OUTPUT_FORMATS:
@@ -63,6 +66,7 @@ class EncodeSettings:
             "speed": self.avif_speed,
             "subsampling": self.subsampling,
             "max_threads": self.avif_threads,
+            "advanced": {"tune": self.avif_tune},
         }
 
 
