@@ -127,6 +127,8 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     @app.exception_handler(psycopg_pool.PoolTimeout)
     async def database_down(request: Request, exc: Exception) -> JSONResponse:
         _log.warning("database unavailable: %s", exc)
+        if isinstance(exc, psycopg.OperationalError):
+            _ctx(request).recheck_pool()
         return JSONResponse(
             {"detail": "database unavailable, retry shortly"}, 503, headers={"Retry-After": "1"}
         )

@@ -70,8 +70,8 @@ class SessionAuth:
         return f"{payload}~{self._sign(payload)}"
 
     def _claims(self, cookie: str | None, now: float | None = None) -> _Claims | None:
-        if not cookie or len(cookie) > 512:
-            return None
+        if not cookie or len(cookie) > 512 or not cookie.isascii():
+            return None  # forged: we only issue ASCII (and compare_digest raises on non-ASCII str)
         parts = cookie.split("~")
         if len(parts) != 6 or parts[0] != "v1":
             return None

@@ -5,7 +5,9 @@ Each uvicorn worker builds its own (its own pools and clients); nothing here is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+from dataclasses import dataclass, field
 
 import redis
 from psycopg_pool import ConnectionPool
@@ -32,6 +34,8 @@ from perflab.service.secrets import load_secret
 from perflab.service.upload import UploadService
 from perflab.services import endpoints
 
+_log = logging.getLogger(__name__)
+
 
 @dataclass
 class ServiceContext:
@@ -50,6 +54,7 @@ class ServiceContext:
     storage: LocalStorage
     signer: UrlSigner
     metrics: ServiceMetrics
+    _pool_check: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, *, embedder: Embedder | None = None) -> ServiceContext:
@@ -93,6 +98,23 @@ class ServiceContext:
             settings, client, cache, pool, embedder, embedding_cache, search_cache, sessions, auth, history,
             search, uploads, storage, signer, ServiceMetrics(),
         )  # fmt: skip
+
+    def recheck_pool(self) -> None:
+        """A pooled connection turned out dead (PostgreSQL restarted): test the idle ones now, in the
+        background, so each stale connection is replaced rather than found by a failing request.
+        One check at a time; psycopg_pool reconnects what it discards, with backoff."""
+        if not self._pool_check.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                self.pool.check()
+            except Exception as exc:  # the pool is closing, or the server is still down
+                _log.info("pool check failed: %s", exc)
+            finally:
+                self._pool_check.release()
+
+        threading.Thread(target=run, name="pool-check", daemon=True).start()
 
     def start(self) -> None:
         self.history.start()

@@ -7,6 +7,7 @@ cached entry never outlives the URLs in it.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,9 @@ from perflab.service.history import HistoryEntry, SearchHistoryWriter
 from perflab.service.timing import StageTimer
 
 MAX_QUERY_CHARS = 512
+# C0/C1 control characters left after normalization (which turns tabs and newlines into spaces): no
+# real query holds them, and PostgreSQL text cannot hold NUL (the search history would refuse them).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class InvalidSearch(ValueError):
@@ -42,6 +46,8 @@ class SearchRequest:
             raise InvalidSearch("query is empty")
         if len(q) > MAX_QUERY_CHARS:
             raise InvalidSearch(f"query is longer than {MAX_QUERY_CHARS} characters")
+        if _CONTROL.search(q):
+            raise InvalidSearch("query contains control characters")
         return q
 
     def filters(self) -> SearchFilters:

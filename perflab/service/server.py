@@ -108,11 +108,20 @@ class ServiceProcess:
         raise PerflabError(f"perflab serve did not answer on {self.url} within {timeout:.0f}s")
 
     def worker_pids(self) -> list[int]:
-        """uvicorn's worker processes (children of the serve process)."""
+        """uvicorn's worker processes: the children of the serve process that multiprocessing spawned
+        (not its resource tracker, which is a child too)."""
         if self.proc is None:
             return []
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        pids = []
+        for pid in map(int, out.stdout.split()):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:  # exited meanwhile
+                continue
+            if b"resource_tracker" not in cmdline:
+                pids.append(pid)
+        return pids
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

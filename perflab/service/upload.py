@@ -122,6 +122,9 @@ class UploadService:
             raise InvalidUpload(f"caption is longer than {MAX_CAPTION_CHARS} characters")
         if len(tags) > MAX_TAGS or any(len(t) > 64 for t in tags):
             raise InvalidUpload(f"at most {MAX_TAGS} tags of at most 64 characters")
+        for name, value in (("caption", caption or ""), ("tags", "".join(tags)), ("file name", filename)):
+            if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it here, not as a 500
+                raise InvalidUpload(f"the {name} contains a NUL character")
         timer = StageTimer()
         with timer.stage("pipeline"):
             image = self.pipeline.process(data, filename=filename)

@@ -1,0 +1,101 @@
+"""Faults under load, on servers of the module's own: a private Redis and PostgreSQL (the fault lab),
+`perflab serve` with 2 workers, signed-in users searching and uploading while a fault is injected.
+
+Each scenario runs a few seconds of traffic. The checks are about behaviour (what failed, with what
+answer, whether the service came back by itself, whether an acknowledged write is still there), not
+about how fast things were: the notebook 06_reliability measures that, over longer runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from perflab.config import Settings
+from perflab.lab.faults import FaultLab, FaultLabConfig, summarize
+from perflab.lab.traffic import SEARCH, TrafficConfig, hit_rate, window
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def lab(base_settings: Settings) -> Iterator[FaultLab]:
+    cfg = FaultLabConfig(
+        media=600,
+        users=4,
+        workers=2,
+        warmup_s=1.5,
+        traffic=TrafficConfig(users=4, search_threads=3, upload_interval_s=0.3, think_s=0.02),
+    )
+    with FaultLab(base_settings, cfg, log=lambda m: None) as lab:
+        yield lab
+
+
+def test_bad_inputs_get_a_clear_4xx_and_write_nothing(lab: FaultLab) -> None:
+    report = lab.bad_inputs()
+    wrong = [(c.category, c.name, c.status, c.allowed, c.detail) for c in report.failed]
+    assert not wrong
+    assert report.server_errors == 0
+    assert report.refused_writes == 0
+    assert report.workers_survived
+    assert report.rows_written == report.accepted_uploads > 0  # one row per 201, none for a refusal
+    assert {c.category for c in report.cases} == {"file", "upload", "search", "session", "media"}
+    refused_files = [c for c in report.cases if c.category == "file" and c.refused]
+    assert len(refused_files) == 6 and all(c.detail for c in refused_files)
+
+
+def test_redis_stop_serves_from_postgres_and_the_cache_comes_back(lab: FaultLab) -> None:
+    r = lab.redis_stop(before_s=1.5, down_s=2, after_s=4)
+    assert r.figures["failed"] == 0, r.figures["statuses"]
+    stopped, started = r.events["redis stopped"], r.events["redis started"]
+    down = window(r.records, stopped, r.events["redis starting"], SEARCH)
+    assert down and all(x.status == 200 for x in down)  # answered from PostgreSQL
+    assert hit_rate(down) == 0
+    assert r.figures["uploads"] > 0 and r.acknowledged  # uploads kept being acknowledged
+    assert r.figures["recovery_s"] is not None  # hits came back within the run, by themselves
+    assert (hit_rate(window(r.records, started + 2, r.end)) or 0) > 0
+
+
+def test_postgres_restart_fails_few_requests_with_503_and_recovers(lab: FaultLab) -> None:
+    r = lab.pg_restart(before_s=1.5, after_s=3)
+    failures = [x for x in r.records if x.failed]
+    assert all(x.status == 503 and "database unavailable" in x.error for x in failures), failures[:3]
+    assert r.figures["recovered"]  # the last seconds were clean: the pools reconnected by themselves
+    assert r.figures["fail_ratio"] <= 0.05
+    after = window(r.records, r.events["postgres started"] + 1.5, r.end)
+    assert after and all(x.status in (200, 201) for x in after)
+
+
+def test_paused_redis_costs_a_bounded_wait_not_the_pause(lab: FaultLab) -> None:
+    r = lab.slow_redis(before_s=1, pause_s=3, after_s=1)
+    assert r.figures["failed"] == 0, r.figures["statuses"]
+    paused, resumed = r.events["redis paused"], r.events["redis resumed"]
+    early = window(r.records, paused, paused + 1, SEARCH)
+    # Requests sent early in the pause were answered while Redis was still paused: each cache call
+    # gave up after its socket timeout (or at once, once the circuit breaker opened).
+    assert early and all(x.status == 200 and x.end < resumed for x in early)
+    assert len(window(r.records, paused, resumed, SEARCH)) > len(early)  # and traffic kept flowing
+
+
+def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(lab: FaultLab) -> None:
+    r = lab.worker_kill(before_s=1, after_s=1)
+    assert r.figures["replaced"]
+    killed, replaced = r.events["worker killed"], r.events["worker replaced"]
+    meanwhile = window(r.records, killed + 0.2, replaced)
+    assert any(x.status == 200 for x in meanwhile)  # the surviving worker served while one was down
+    # Only requests in flight on the killed worker can fail (one per traffic thread at most).
+    assert r.figures["failed_after_kill"] <= lab.config.traffic.search_threads + 1
+    assert all(x.status == 0 for x in r.records if x.failed)  # a reset connection, never a 5xx
+
+
+def test_no_acknowledged_upload_is_lost_across_restarts(lab: FaultLab) -> None:
+    r = lab.api_restart(before_s=1, after_s=1)
+    assert r.figures["failed_after_start"] == 0
+    durability = lab.durability()
+    assert durability.acknowledged >= len(r.acknowledged) > 0
+    assert durability.writes_lost == 0
+    assert durability.in_postgres == durability.served_by_api == durability.acknowledged
+    figures = summarize(lab.results, durability, None)
+    assert figures["reliability.writes_lost"] == 0
+    assert figures["reliability.faults_injected"] == len(lab.results)
