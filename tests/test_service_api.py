@@ -227,3 +227,44 @@ def test_logout_holds_while_redis_is_down(svc_settings: Settings, servers: Endpo
             assert replay.get("/search", params={"q": "dog"}).status_code == 401
     finally:
         redis_server.stop()
+
+
+def test_streamed_body_over_the_limit_is_413(service: ServiceProcess) -> None:
+    def chunks():  # no Content-Length: the limit must hold on the bytes actually received
+        for _ in range(40):
+            yield b"x" * 4096
+
+    r = httpx.post(service.url + "/sessions", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    r = httpx.post(service.url + "/sessions", content=b"x" * 70_000)  # declared: refused before reading
+    assert r.status_code == 413
+
+
+def test_history_and_popularity_are_written_off_the_request_path(
+    service: ServiceProcess, servers: Endpoints, svc_settings: Settings
+) -> None:
+    import time
+
+    from perflab.cache import CacheManager, SearchCache, make_redis
+
+    c = _client(service, "user2@example.com")
+    for _ in range(3):
+        assert c.get("/search", params={"q": "quokka selfie on rottnest island"}).status_code == 200
+    cache = SearchCache(
+        CacheManager(
+            make_redis(svc_settings, servers.redis_url), prefix=svc_settings.key_prefix, default_ttl=60
+        )
+    )
+    deadline = time.monotonic() + 10
+    popular, rows = [], 0
+    while time.monotonic() < deadline:
+        popular = dict(cache.popular(1000))
+        with connect(svc_settings, servers.database_url) as conn:
+            rows = conn.execute(
+                "SELECT count(*) FROM search_history WHERE query = 'quokka selfie on rottnest island'"
+            ).fetchone()[0]
+        if popular.get("quokka selfie on rottnest island", 0) >= 3 and rows >= 3:
+            break
+        time.sleep(0.2)
+    assert popular.get("quokka selfie on rottnest island") == 3.0
+    assert rows == 3

@@ -54,7 +54,7 @@ return g
 # KEYS: popularity set. ARGV: member, size. Trims back to `size` once it holds twice as many, so a
 # new query has room to gather counts before it competes with the established ones.
 _TRACK = """
-redis.call('ZINCRBY', KEYS[1], 1, ARGV[1])
+redis.call('ZINCRBY', KEYS[1], tonumber(ARGV[3] or 1), ARGV[1])
 local size = tonumber(ARGV[2])
 if redis.call('ZCARD', KEYS[1]) > 2 * size then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(size + 1)) end
 return 1
@@ -209,16 +209,18 @@ class SearchCache:
             log.warning("search cache invalidation of a user did not reach redis")
         return int(gen)
 
-    def track(self, query: str) -> bool:
-        """Count one search of `query` in the popularity set (normalized; very long queries skipped)."""
+    def track(self, query: str, count: int = 1) -> bool:
+        """Count `count` searches of `query` in the popularity set (normalized; very long queries skipped)."""
         q = normalize_query(query)
-        if not q or len(q) > _MAX_TRACKED_CHARS:
+        if not q or len(q) > _MAX_TRACKED_CHARS or count < 1:
             return False
         key = self.manager.key(_POPULAR_KEY)
         return bool(
             self.manager.call(
                 "search.track",
-                lambda c: self._track(keys=[key], args=[_utf8(q), self.popularity_size], client=c),
+                lambda c: self._track(
+                    keys=[key], args=[_utf8(q), self.popularity_size, int(count)], client=c
+                ),
                 0,
             )
         )

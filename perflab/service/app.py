@@ -8,9 +8,8 @@ Every data route is scoped to the session's user: no session is 401, another use
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import SimpleNamespace
@@ -19,7 +18,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 import psycopg_pool
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, ORJSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -32,14 +31,12 @@ from perflab.images.derivatives import MASTER, THUMBNAIL
 from perflab.images.errors import DecompressionBomb, TooLarge, UnsupportedFormat
 from perflab.service.auth import COOKIE_NAME, Principal
 from perflab.service.context import ServiceContext
+from perflab.service.middleware import MAX_UPLOAD_BYTES, LimitsAndMetrics
 from perflab.service.search import MAX_QUERY_CHARS, InvalidSearch, SearchRequest
 from perflab.service.upload import InvalidUpload, parse_tags
 
 _log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
-MAX_UPLOAD_BYTES = 25 * 1024 * 1024
-MAX_QUERY_STRING = 4096
 URL_TTL_S = 3600
 
 MediaType = Literal["image", "video", "audio", "document"]
@@ -104,24 +101,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def limits_and_metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        if len(request.scope.get("query_string", b"")) > MAX_QUERY_STRING:
-            return JSONResponse({"detail": f"query string longer than {MAX_QUERY_STRING} bytes"}, 414)
-        limit = MAX_UPLOAD_BYTES + 64 * 1024 if request.url.path == "/media" else MAX_BODY_BYTES
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse({"detail": f"request body larger than {limit} bytes"}, 413)
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        metrics = _ctx(request).metrics
-        metrics.requests.labels(name, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(name).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(LimitsAndMetrics)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(psycopg_pool.PoolTimeout)
@@ -220,7 +200,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
             "timings_ms": outcome.timings_ms,
             "results": [_with_urls(ctx, r) for r in outcome.results],
         }
-        return JSONResponse(body, headers={"Server-Timing": outcome.timer.server_timing()})
+        return ORJSONResponse(body, headers={"Server-Timing": outcome.timer.server_timing()})
 
     @app.post("/media", status_code=201, summary="upload an image with an optional caption and tags")
     def upload(

@@ -75,7 +75,7 @@ class ServiceContext:
             load_secret(settings, "session", settings.session_secret),
             absolute_ttl=settings.session_absolute_s,
         )
-        history = SearchHistoryWriter(pool)
+        history = SearchHistoryWriter(pool, popularity=search_cache)
         search = SearchService(
             pool=pool,
             vectors=VectorSearch(pool, dim=settings.embedding_dim),

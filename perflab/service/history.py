@@ -1,8 +1,10 @@
-"""Search history, written in batches off the request path.
+"""Search history and query popularity, written in batches off the request path.
 
-A request only appends to an in-memory queue; one background thread flushes it with a single
-multi-row INSERT every `interval` seconds or `batch` rows. History is analytics, not state: when the
-queue is full (the database is down for long) rows are dropped and counted rather than blocking search.
+A request only appends to an in-memory queue; one background thread flushes it every `interval`
+seconds or `batch` rows: one multi-row INSERT into search_history and one popularity bump per distinct
+query (the search cache's bounded sorted set, which cache warming reads). Both are analytics, not
+state: when the queue is full (the database is down for long) rows are dropped and counted rather
+than blocking search.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from psycopg_pool import ConnectionPool
+
+from perflab.cache import SearchCache
 
 _log = logging.getLogger(__name__)
 
@@ -31,9 +36,16 @@ class HistoryEntry:
 
 class SearchHistoryWriter:
     def __init__(
-        self, pool: ConnectionPool, *, batch: int = 200, interval: float = 0.5, max_queue: int = 50_000
+        self,
+        pool: ConnectionPool,
+        *,
+        popularity: SearchCache | None = None,
+        batch: int = 200,
+        interval: float = 0.5,
+        max_queue: int = 50_000,
     ) -> None:
         self._pool = pool
+        self._popularity = popularity
         self._batch = batch
         self._interval = interval
         self._queue: queue.Queue[HistoryEntry] = queue.Queue(max_queue)
@@ -67,6 +79,9 @@ class SearchHistoryWriter:
     def flush_items(self, items: list[HistoryEntry]) -> None:
         if not items:
             return
+        if self._popularity is not None:
+            for query, count in Counter(e.query for e in items).items():
+                self._popularity.track(query, count)
         rows = [
             (e.user_id, e.query, orjson.dumps(e.filters).decode(), e.result_count, e.latency_ms, e.cache_hit)
             for e in items

@@ -158,8 +158,6 @@ class SearchService:
                 self.search_cache.set(
                     request.user_id, query, key_filters, results, generation=cached.generation
                 )
-        with timer.stage("popularity"):
-            self.search_cache.track(query)
         total = timer.total_ms()
         if self.history is not None:
             self.history.record(
