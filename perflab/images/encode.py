@@ -16,8 +16,8 @@ from PIL import Image
 from perflab.errors import ConfigError
 from perflab.images.formats import OUTPUT_FORMATS, OutputFormat, pillow_name
 
-# Quality per format, chosen for visually equivalent output (SSIM >= 0.98 on the photo corpus): WebP and
-# AVIF reach JPEG q85's fidelity at lower nominal quality.
+# Quality per format: similar fidelity at each format's own scale. Mean SSIM of every derivative against
+# the source on the photo corpus (perflab bench images): JPEG 0.982, WebP 0.974, AVIF 0.977.
 DEFAULT_QUALITY: dict[str, int] = {"jpeg": 85, "webp": 80, "avif": 60}
 
 
