@@ -57,15 +57,17 @@ class Settings:
     session_ttl_s: int = 24 * 3600
     session_absolute_s: int = 7 * 24 * 3600
 
-    # Embedders: auto = MiniLM when the ml extra is installed, else hashing.
+    # Embedders: auto = MiniLM when the ml extra is installed, else hashing. The service batches
+    # concurrent embeds, waiting up to embed_batch_wait_ms for company (0: no batching).
     embedder: str = "auto"
+    embed_batch_wait_ms: float = 2.0
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str | None = None
     openai_model: str = "text-embedding-3-small"
 
     # Media and CDN.
     media_root: Path | None = None
-    cdn_base_url: str = "http://127.0.0.1:8081"
+    cdn_base_url: str = "http://127.0.0.1:8081/media"  # the origin (and the edge in front) serve /media/{key}
     cdn_signing_key: str | None = None
 
     # The service: session cookies are HMAC-signed with this (None: a random key kept in `home`, shared

@@ -23,7 +23,7 @@ from perflab.cache import (
 from perflab.cdn import UrlSigner
 from perflab.config import Settings
 from perflab.db import VectorSearch, make_pool
-from perflab.embed import Embedder, make_embedder
+from perflab.embed import BatchingEmbedder, Embedder, make_embedder
 from perflab.images import ImagePipeline
 from perflab.images.storage import LocalStorage
 from perflab.service.auth import SessionAuth
@@ -63,7 +63,10 @@ class ServiceContext:
         cache = CacheManager(client, prefix=settings.key_prefix, default_ttl=settings.cache_ttl_s)
         pool = make_pool(settings, ep.database_url, open=False, name="perflab-service")
         pool.open(wait=False)
-        embedder = embedder or make_embedder(settings)
+        if embedder is None:
+            embedder = make_embedder(settings)
+            if settings.embed_batch_wait_ms > 0:
+                embedder = BatchingEmbedder(embedder, max_wait_ms=settings.embed_batch_wait_ms)
         embedding_cache = EmbeddingCache(
             cache, model=embedder.model_name, dim=settings.embedding_dim, ttl=settings.embedding_ttl_s
         )
