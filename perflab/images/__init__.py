@@ -1,5 +1,6 @@
 """The image pipeline: safe decoding, derivatives, encoders, figures, batches and storage."""
 
+from perflab.images.batch import BatchItem, process_batch
 from perflab.images.encode import EncodeSettings
 from perflab.images.errors import (
     CorruptImage,
@@ -16,8 +17,10 @@ from perflab.images.errors import (
 )
 from perflab.images.pipeline import Derivative, ImagePipeline, PipelineOptions, ProcessedImage
 from perflab.images.safety import SafetyLimits, sniff_format
+from perflab.images.storage import LocalStorage, Storage, store_processed
 
 __all__ = [
+    "BatchItem",
     "CorruptImage",
     "DecompressionBomb",
     "Derivative",
@@ -26,14 +29,18 @@ __all__ = [
     "ImageError",
     "ImagePipeline",
     "InvalidKey",
+    "LocalStorage",
     "ObjectNotFound",
     "PipelineOptions",
     "ProcessedImage",
     "ProcessingFailed",
     "SafetyLimits",
+    "Storage",
     "StorageError",
     "TooLarge",
     "UnreadableFile",
     "UnsupportedFormat",
+    "process_batch",
     "sniff_format",
+    "store_processed",
 ]
