@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import psycopg
 import psycopg_pool
@@ -71,7 +72,11 @@ def _with_urls(ctx: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
     base = ctx.settings.cdn_base_url.rstrip("/")
     derivs = [SimpleNamespace(**d) for d in record.get("derivatives") or []]
     keys = {d.name: d.key for d in derivs}
-    urls = {d.name: base + ctx.signer.sign("/" + d.key, expires_in=URL_TTL_S) for d in derivs}
+    # Sign the whole path the CDN sees (the base URL's path included, as srcset does), or the origin
+    # refuses the URL: it checks the signature over the path it was asked for.
+    parts = urlsplit(base)
+    host = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
+    urls = {d.name: host + ctx.signer.sign(f"{parts.path}/{d.key}", expires_in=URL_TTL_S) for d in derivs}
     out["url"] = urls.get(MASTER)
     out["thumbnail_url"] = urls.get(THUMBNAIL)
     out["srcset"] = (

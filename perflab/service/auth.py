@@ -11,7 +11,6 @@ still refused.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import time
@@ -23,6 +22,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from perflab.cache import CacheUnavailable, SessionStore
+from perflab.service.retry import RetryQueue
 
 COOKIE_NAME = "perflab_session"
 
@@ -59,6 +59,11 @@ class SessionAuth:
         self._pool = pool
         self._secret = secret
         self._absolute_ttl = absolute_ttl
+        # Logouts and revoke-alls that could not reach Redis: recorded in PostgreSQL at once (the
+        # fallback refuses them), deleted from Redis when it is back, or the sessions would revive.
+        self.pending: RetryQueue[tuple[str, str]] = RetryQueue(
+            self._revoke_in_redis, name="session-revoke-retry"
+        )
 
     # -- cookie ---------------------------------------------------------------------------------
     def _sign(self, payload: str) -> str:
@@ -127,9 +132,8 @@ class SessionAuth:
         if claims is None:
             return False
         self._record_revocation(claims)
-        # Recorded in PostgreSQL; if Redis is down its entry expires on its own.
-        with contextlib.suppress(CacheUnavailable):
-            self._sessions.delete(claims.session_id)
+        if not self._revoke_in_redis(("session", claims.session_id)):
+            self.pending.add(("session", claims.session_id))
         return True
 
     def revoke_all(self, user_id: str) -> int:
@@ -138,7 +142,20 @@ class SessionAuth:
         try:
             return self._sessions.revoke_all(user_id)
         except CacheUnavailable:
+            self.pending.add(("user", user_id))
             return 0
+
+    def _revoke_in_redis(self, item: tuple[str, str]) -> bool:
+        """Delete one session or all of a user's; False while Redis cannot be reached."""
+        kind, value = item
+        try:
+            if kind == "session":
+                self._sessions.delete(value)
+            else:
+                self._sessions.revoke_all(value)
+        except CacheUnavailable:
+            return False
+        return True
 
     def _record_revocation(self, claims: _Claims) -> None:
         with self._pool.connection(timeout=5) as conn:

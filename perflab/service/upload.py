@@ -9,8 +9,6 @@ until it lands, so a user never keeps seeing results from before their upload on
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -22,6 +20,7 @@ from perflab.cache import Invalidator, SearchCache
 from perflab.db import NewMedia, insert_media
 from perflab.images import Derivative, ImagePipeline
 from perflab.images.storage import Storage, store_processed
+from perflab.service.retry import RetryQueue
 from perflab.service.search import SearchService
 from perflab.service.timing import StageTimer
 
@@ -56,39 +55,6 @@ def derivative_record(d: Derivative, key: str) -> dict[str, Any]:
     }
 
 
-class _PendingInvalidations:
-    """Users whose search-cache invalidation did not reach Redis; a thread retries until it does."""
-
-    def __init__(self, cache: SearchCache, interval: float = 0.5) -> None:
-        self._cache = cache
-        self._users: set[str] = set()
-        self._lock = threading.Lock()
-        self._interval = interval
-        self._thread: threading.Thread | None = None
-
-    def add(self, user_id: str) -> None:
-        with self._lock:
-            self._users.add(user_id)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="invalidation-retry", daemon=True)
-                self._thread.start()
-
-    def __len__(self) -> int:
-        return len(self._users)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._interval)
-            with self._lock:
-                users = list(self._users)
-            if not users:
-                return
-            for user in users:
-                if self._cache.invalidate_user(user):
-                    with self._lock:
-                        self._users.discard(user)
-
-
 class UploadService:
     def __init__(
         self,
@@ -106,7 +72,7 @@ class UploadService:
         self.search = search
         self.search_cache = search_cache
         self.invalidator = invalidator
-        self.pending = _PendingInvalidations(search_cache)
+        self.pending: RetryQueue[str] = RetryQueue(search_cache.invalidate_user, name="invalidation-retry")
 
     def upload(
         self,
