@@ -12,8 +12,7 @@ from urllib.parse import urlsplit
 
 from perflab.cdn.keys import object_key
 from perflab.cdn.signing import UrlSigner
-
-THUMBNAIL = "thumb"
+from perflab.images.derivatives import THUMBNAIL
 
 
 class _DerivativeLike(Protocol):
