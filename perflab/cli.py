@@ -17,10 +17,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("perflab.services.commands:down", "stop the embedded servers"),
     "status": ("perflab.services.commands:status", "print each server's URL and version"),
     "db": ("perflab.db.commands:main", "database maintenance: migrate, reset"),
-    "seed": ("perflab.db.commands:seed", "build the reproducible synthetic media library (--media --users --seed)"),
+    "seed": (
+        "perflab.db.commands:seed",
+        "build the reproducible synthetic media library (--media --users --seed)",
+    ),
     "report": ("perflab.lab.commands:report", "run the notebooks (papermill), render reports/, check SLOs"),
     "serve": ("perflab.service.server:serve", "run the search HTTP service (uvicorn, several workers)"),
-    "loadtest": ("perflab.lab.loadtest:loadtest", "Locust scenarios headless (local or distributed) into reports/"),
+    "loadtest": (
+        "perflab.lab.loadtest:loadtest",
+        "Locust scenarios headless (local or distributed) into reports/",
+    ),
     "compare": ("perflab.lab.commands:compare", "regressions beyond noise between two report runs"),
     "corpus": ("perflab.images.corpus:main", "build the image corpora under data/ (photos, bad files)"),
     "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),

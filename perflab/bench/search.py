@@ -10,6 +10,7 @@ cold requests' Server-Timing headers. Percentiles come from HDR histograms.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import random
 import threading
@@ -17,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
+import orjson
 
 from perflab.config import Settings
 from perflab.db import connect, migrate, seed_library
@@ -27,9 +30,6 @@ from perflab.embed import make_embedder
 from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
 from perflab.service.server import ServiceProcess
 from perflab.services import endpoints
-
-BENCH_SCHEMA = "bench_search"
-BENCH_PREFIX = "benchsearch"
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,11 @@ class SearchBenchConfig:
 
 
 def bench_settings(settings: Settings, rows: int) -> Settings:
-    """A schema per library size, kept between runs (seeding is skipped when it is already there)."""
-    return settings.replace(db_schema=f"{BENCH_SCHEMA}_{rows}", key_prefix=f"{BENCH_PREFIX}{rows}")
+    """A schema per library size (`<schema>_search_<rows>`), kept between runs: seeding is skipped when
+    the same library is already there. Its own key prefix, so a bench never reads another's cache."""
+    return settings.replace(
+        db_schema=f"{settings.db_schema}_search_{rows}", key_prefix=f"{settings.key_prefix}bs{rows}"
+    )
 
 
 def prepare_library(settings: Settings, cfg: SearchBenchConfig, *, progress: bool = False) -> dict[str, Any]:
@@ -83,8 +86,36 @@ def _batched(it: Any, n: int) -> Any:
         yield batch
 
 
+class _Connection:
+    """A keep-alive HTTP/1.1 connection signed in as one user. The standard library's client costs a
+    quarter of httpx's CPU per request, and the client shares the machine with the server it measures."""
+
+    def __init__(self, url: str, email: str) -> None:
+        parts = urlsplit(url)
+        self._conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=30)
+        status, headers, body = self.request("POST", "/sessions", orjson.dumps({"email": email}))
+        if status != 201:
+            raise RuntimeError(f"sign-in as {email} failed: {status} {body[:200]!r}")
+        self._cookie = headers["set-cookie"].split(";", 1)[0]
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if hasattr(self, "_cookie"):
+            headers["Cookie"] = self._cookie
+        self._conn.request(method, path, body=body, headers=headers)
+        r = self._conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+    def search(self, query: str, k: int = 20) -> tuple[int, dict[str, str], bytes]:
+        return self.request("GET", "/search?" + urlencode({"q": query, "k": k}))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class _Clients:
-    """One signed-in httpx client per thread, each as a different seeded user."""
+    """One signed-in connection per thread, each as a different seeded user."""
 
     def __init__(self, url: str, users: int, seed: int) -> None:
         self.url = url
@@ -92,22 +123,17 @@ class _Clients:
         self._local = threading.local()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self.all: list[httpx.Client] = []
+        self.all: list[_Connection] = []
 
-    def get(self) -> httpx.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
+    def get(self) -> _Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
             with self._lock:
                 user = self._rng.randint(1, self.users)
-            client = httpx.Client(
-                base_url=self.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=1)
-            )
-            r = client.post("/sessions", json={"email": f"user{user}@example.com"})
-            r.raise_for_status()
-            self._local.client = client
+            conn = self._local.conn = _Connection(self.url, f"user{user}@example.com")
             with self._lock:
-                self.all.append(client)
-        return client
+                self.all.append(conn)
+        return conn
 
     def close(self) -> None:
         for c in self.all:
@@ -127,10 +153,11 @@ def _search(
     clients: _Clients, query: Callable[[int], str], stages: dict[str, LatencyHistogram] | None
 ) -> Callable[[int], None]:
     def call(i: int) -> None:
-        r = clients.get().get("/search", params={"q": query(i), "k": 20})
-        r.raise_for_status()
+        status, headers, body = clients.get().search(query(i))
+        if status != 200:
+            raise RuntimeError(f"search answered {status}: {body[:200]!r}")
         if stages is not None:
-            for name, ms in _parse_server_timing(r.headers.get("server-timing", "")).items():
+            for name, ms in _parse_server_timing(headers.get("server-timing", "")).items():
                 stages.setdefault(name, LatencyHistogram()).record_ms(ms)
 
     return call
@@ -157,7 +184,14 @@ class SearchBench:
         )
         self.seeded = prepare_library(self.settings, self.cfg)
         clear_cache(self.settings)
-        env = {"PERFLAB_DB_SCHEMA": self.settings.db_schema, "PERFLAB_KEY_PREFIX": self.settings.key_prefix}
+        s = self.settings
+        env = {  # the service must embed queries with the model the library was seeded with
+            "PERFLAB_DB_SCHEMA": s.db_schema,
+            "PERFLAB_KEY_PREFIX": s.key_prefix,
+            "PERFLAB_HOME": str(s.home),
+            "PERFLAB_EMBEDDER": s.embedder,
+            "PERFLAB_EMBEDDING_DIM": str(s.embedding_dim),
+        }
         log_path = Path(self.settings.home) / "bench-search-serve.log"
         self._svc = ServiceProcess(workers=self.cfg.serve_workers, env=env, log=log_path).start()
         warmup = _Clients(self.url, self.cfg.users, self.cfg.seed)

@@ -4,8 +4,7 @@ each, plus dominant colours, a BlurHash, and the figures (bytes, SSIM, time per 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -19,6 +18,7 @@ from perflab.images.encode import EncodeSettings, encode
 from perflab.images.formats import OutputFormat, extension, mime_type
 from perflab.images.quality import FloatBox, reference, ssim
 from perflab.images.safety import SafetyLimits
+from perflab.timing import StageTimer
 
 
 @dataclass(frozen=True)
@@ -118,21 +118,6 @@ class ProcessedImage:
         }
 
 
-class _Stages:
-    """Wall time per named stage, accumulated (resizing happens in two places)."""
-
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
-
-
 class ImagePipeline:
     """Stateless and thread-safe: one instance serves every thread (and pickles to worker processes)."""
 
@@ -146,7 +131,8 @@ class ImagePipeline:
     def process(self, data: bytes, *, filename: str | None = None) -> ProcessedImage:
         """Validate, decode once, derive, encode. Raises an `ImageError` subclass for bad input."""
         opts, enc = self.options, self._encoding
-        stage = _Stages()
+        timer = StageTimer()
+        stage = timer.stage
         start = time.perf_counter()
         with stage("decode"):
             im, source = read_source(data, opts.limits)
@@ -173,7 +159,8 @@ class ImagePipeline:
         if opts.compute_ssim:
             with stage("ssim"):
                 scores = _ssim_scores(data, source, opts, images, encoded, steps)
-        stage.ms["total"] = (time.perf_counter() - start) * 1000
+        timings = timer.as_dict()
+        timings["total"] = round((time.perf_counter() - start) * 1000, 3)
 
         def derivative(name: str) -> Derivative:
             img = images[name]
@@ -197,7 +184,7 @@ class ImagePipeline:
             dominant_colors=colors,
             blurhash=hash_,
             original_bytes=len(data),
-            timings_ms={k: round(v, 3) for k, v in stage.ms.items()},
+            timings_ms=timings,
             filename=filename,
             orientation=source.orientation,
             animated=source.animated,

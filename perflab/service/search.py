@@ -19,7 +19,7 @@ from perflab.cache import EmbeddingCache, SearchCache, normalize_query
 from perflab.db.vector import Hit, SearchFilters, VectorSearch
 from perflab.embed import Embedder
 from perflab.service.history import HistoryEntry, SearchHistoryWriter
-from perflab.service.timing import StageTimer
+from perflab.timing import StageTimer
 
 MAX_QUERY_CHARS = 512
 # C0/C1 control characters left after normalization (which turns tabs and newlines into spaces): no

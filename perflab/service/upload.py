@@ -22,7 +22,7 @@ from perflab.images import Derivative, ImagePipeline
 from perflab.images.storage import Storage, store_processed
 from perflab.service.retry import RetryQueue
 from perflab.service.search import SearchService
-from perflab.service.timing import StageTimer
+from perflab.timing import StageTimer
 
 _log = logging.getLogger(__name__)
 MAX_CAPTION_CHARS = 2000

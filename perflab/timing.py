@@ -1,4 +1,5 @@
-"""Per-request stage timings: measured once, returned in the body and as a Server-Timing header."""
+"""Stage timings: wall time per named stage of one request or one image, accumulated when a stage
+runs more than once; rendered as a dict or a Server-Timing header."""
 
 from __future__ import annotations
 

@@ -1,0 +1,39 @@
+"""`perflab bench search`: the JSON contract, on a tiny library, over real HTTP."""
+
+from __future__ import annotations
+
+from perflab.bench.search import SearchBenchConfig, bench_settings, run_search_bench
+from perflab.config import Settings
+from perflab.db import connect, drop_schema
+from perflab.services import Endpoints
+
+CONTRACT = {
+    "warm_p95_ms",
+    "cold_p95_ms",
+    "warm_p50_ms",
+    "cold_p50_ms",
+    "rps_c1",
+    "rps_c8",
+    "rps_c32",
+    "stage_p95_ms",
+}
+
+
+def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> None:
+    s = settings.replace(embedder="hashing")
+    cfg = SearchBenchConfig(rows=300, users=4, seed=3, serve_workers=1, cold_requests=24, warm_requests=40,
+                            rps_requests=40)  # fmt: skip
+    try:
+        result = run_search_bench(s, cfg, log=lambda m: None)
+    finally:
+        with connect(s, servers.database_url) as conn:
+            drop_schema(conn, bench_settings(s, cfg.rows).db_schema)
+    assert set(result) >= CONTRACT
+    assert result["errors"] == 0 and result["samples"] == {"warm": 40, "cold": 24}
+    assert 0 < result["warm_p50_ms"] <= result["warm_p95_ms"]
+    assert 0 < result["cold_p50_ms"] <= result["cold_p95_ms"]
+    assert {"search_cache", "embedding_cache", "embed", "vector_search", "hydrate", "cache_store"} <= set(
+        result["stage_p95_ms"]
+    )
+    assert all(result[f"rps_c{c}"] > 0 for c in (1, 8, 32))
+    assert result["embedder"].startswith("hashing")
