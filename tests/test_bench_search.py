@@ -36,4 +36,4 @@ def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> N
         result["stage_p95_ms"]
     )
     assert all(result[f"rps_c{c}"] > 0 for c in (1, 8, 32))
-    assert result["embedder"].startswith("hashing")
+    assert "hashing" in result["embedder"]  # the service embeds with the library's embedder
