@@ -92,3 +92,15 @@ def test_partial_runs_skip_missing_figures() -> None:
     objectives = slo.parse('[[slo]]\ncheck = "a.b < 1"\n[[slo]]\ncheck = "c.d < 1"')
     verdicts = slo.evaluate(objectives, {"a.b": 0.5}, partial=True)
     assert [(v.figure, v.status) for v in verdicts] == [("a.b", "pass")]
+
+
+def test_profiles_layer_with_extends(tmp_path: Path) -> None:
+    from perflab.lab.report import load_profile
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "base.toml").write_text("[all]\nseed = 1\n[nb]\na = 1\nb = 2\n")
+    (tmp_path / "profiles" / "small.toml").write_text('extends = "base"\n[nb]\nb = 3\n')
+    assert load_profile(tmp_path, "small") == {"all": {"seed": 1}, "nb": {"a": 1, "b": 3}}
+    (tmp_path / "profiles" / "loop.toml").write_text('extends = "loop"\n')
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_profile(tmp_path, "loop")

@@ -44,12 +44,22 @@ class RunResult:
         return all(n.status == "ok" for n in self.notebooks) and all(v.passed for v in self.verdicts)
 
 
-def load_profile(notebooks_dir: Path, profile: str) -> dict[str, dict[str, Any]]:
+def load_profile(notebooks_dir: Path, profile: str, _seen: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """A profile's parameters; `extends = "other"` at the top layers this file over another profile."""
     path = notebooks_dir / "profiles" / f"{profile}.toml"
     if not path.is_file():
         choices = sorted(p.stem for p in (notebooks_dir / "profiles").glob("*.toml"))
         raise ConfigError(f"no profile {profile!r} ({path} missing); choose from {', '.join(choices)}")
-    return tomllib.loads(path.read_text())
+    if profile in _seen:
+        raise ConfigError(f"profile {profile!r} extends itself (via {' -> '.join(_seen)})")
+    data = tomllib.loads(path.read_text())
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    merged = load_profile(notebooks_dir, str(base_name), (*_seen, profile))
+    for section, params in data.items():
+        merged[section] = {**merged.get(section, {}), **params}
+    return merged
 
 
 def parameters_for(profile: dict[str, dict[str, Any]], notebook: str) -> dict[str, Any]:
