@@ -4,7 +4,9 @@ private Redis for the fail-open test)."""
 from __future__ import annotations
 
 import io
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +19,6 @@ from perflab.db import connect
 from perflab.service.auth import COOKIE_NAME
 from perflab.service.server import ServiceProcess
 from perflab.services import Endpoints, RedisServer
-from perflab.services._ports import free_port
 
 
 def _client(service: ServiceProcess, email: str | None = None) -> httpx.Client:
@@ -170,63 +171,54 @@ def test_health_metrics_openapi(service: ServiceProcess) -> None:
     assert {"/search", "/media", "/sessions", "/health"} <= set(schema["paths"])
 
 
-def test_fail_open_when_redis_stops(svc_settings: Settings, servers: Endpoints, tmp_path: Path) -> None:
+@pytest.fixture()
+def own_redis_service(
+    private_redis: RedisServer, svc_settings: Settings, servers: Endpoints, tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, RedisServer]]:
+    """The service on the seeded schema, but with a Redis of this test's own to stop and restart."""
+    env = service_env(
+        svc_settings,
+        tmp_path / "media",
+        PERFLAB_REDIS_URL=private_redis.url,
+        PERFLAB_DATABASE_URL=servers.database_url,
+    )
+    with ServiceProcess(workers=1, env=env, log=tmp_path / "serve.log") as svc:
+        yield svc, private_redis
+
+
+def test_fail_open_when_redis_stops(own_redis_service: tuple[ServiceProcess, RedisServer]) -> None:
     """Redis dies mid-run: signed-in users keep searching (from PostgreSQL); Redis returns, caching resumes."""
-    redis_server = RedisServer(tmp_path / "redis", free_port())
+    svc, redis_server = own_redis_service
+    c = _client(svc, "user1@example.com")
+    q = {"q": "mountain lake at sunset", "k": 5}
+    assert c.get("/search", params=q).status_code == 200
+    assert c.get("/search", params=q).json()["cache_hit"] is True
+    redis_server.stop()
+    for _ in range(5):
+        r = c.get("/search", params=q)
+        assert r.status_code == 200, r.text
+        assert r.json()["cache_hit"] is False and r.json()["count"] > 0
+    assert c.get("/health").json()["status"] == "degraded"
+    assert _client(svc).post("/sessions", json={"email": "user2@example.com"}).status_code == 503
     redis_server.start()
-    env = service_env(
-        svc_settings,
-        tmp_path / "media",
-        PERFLAB_REDIS_URL=redis_server.url,
-        PERFLAB_DATABASE_URL=servers.database_url,
-    )
-    try:
-        with ServiceProcess(workers=1, env=env, log=tmp_path / "serve.log") as svc:
-            c = _client(svc, "user1@example.com")
-            q = {"q": "mountain lake at sunset", "k": 5}
-            assert c.get("/search", params=q).status_code == 200
-            assert c.get("/search", params=q).json()["cache_hit"] is True
-            redis_server.stop()
-            for _ in range(5):
-                r = c.get("/search", params=q)
-                assert r.status_code == 200, r.text
-                assert r.json()["cache_hit"] is False and r.json()["count"] > 0
-            assert c.get("/health").json()["status"] == "degraded"
-            assert _client(svc).post("/sessions", json={"email": "user2@example.com"}).status_code == 503
-            redis_server.start()
-            statuses = []
-            for _ in range(100):
-                r = c.get("/search", params=q)
-                statuses.append(r.status_code)
-                if r.status_code == 200 and r.json()["cache_hit"]:
-                    break
-                import time
-
-                time.sleep(0.1)
-            assert set(statuses) == {200} and r.json()["cache_hit"] is True
-    finally:
-        redis_server.stop()
+    statuses = []
+    for _ in range(100):
+        r = c.get("/search", params=q)
+        statuses.append(r.status_code)
+        if r.status_code == 200 and r.json()["cache_hit"]:
+            break
+        time.sleep(0.1)
+    assert set(statuses) == {200} and r.json()["cache_hit"] is True
 
 
-def test_logout_holds_while_redis_is_down(svc_settings: Settings, servers: Endpoints, tmp_path: Path) -> None:
-    redis_server = RedisServer(tmp_path / "redis", free_port())
-    redis_server.start()
-    env = service_env(
-        svc_settings,
-        tmp_path / "media",
-        PERFLAB_REDIS_URL=redis_server.url,
-        PERFLAB_DATABASE_URL=servers.database_url,
-    )
-    try:
-        with ServiceProcess(workers=1, env=env) as svc:
-            c = _client(svc, "user2@example.com")
-            cookie = c.cookies[COOKIE_NAME]
-            assert c.delete("/sessions").status_code == 204
-            redis_server.stop()
-            replay = httpx.Client(base_url=svc.url, cookies={COOKIE_NAME: cookie})
-            assert replay.get("/search", params={"q": "dog"}).status_code == 401
-    finally:
-        redis_server.stop()
+def test_logout_holds_while_redis_is_down(own_redis_service: tuple[ServiceProcess, RedisServer]) -> None:
+    svc, redis_server = own_redis_service
+    c = _client(svc, "user2@example.com")
+    cookie = c.cookies[COOKIE_NAME]
+    assert c.delete("/sessions").status_code == 204
+    redis_server.stop()
+    replay = httpx.Client(base_url=svc.url, cookies={COOKIE_NAME: cookie})
+    assert replay.get("/search", params={"q": "dog"}).status_code == 401
 
 
 def test_streamed_body_over_the_limit_is_413(service: ServiceProcess) -> None:
@@ -243,8 +235,6 @@ def test_streamed_body_over_the_limit_is_413(service: ServiceProcess) -> None:
 def test_history_and_popularity_are_written_off_the_request_path(
     service: ServiceProcess, servers: Endpoints, svc_settings: Settings
 ) -> None:
-    import time
-
     from perflab.cache import CacheManager, SearchCache, make_redis
 
     c = _client(service, "user2@example.com")

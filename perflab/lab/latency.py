@@ -109,14 +109,17 @@ class LoadResult:
         }
 
 
-def run_closed(
-    fn: Callable[[int], Any], *, concurrency: int, requests: int, warmup: int = 0, keep_samples: bool = False
+def _drive(
+    fn: Callable[[int], Any],
+    total: int,
+    threads: int,
+    due_ns: Callable[[int], int] | None,
+    keep_samples: bool,
 ) -> LoadResult:
-    """`requests` calls of fn(i) from `concurrency` threads, back to back; latency per call."""
-    for i in range(warmup):
-        fn(-1 - i)
+    """Call fn(0..total-1) from `threads` threads. Each latency runs from call i's due time when
+    `due_ns` gives one (the open model; the thread sleeps until then), else from when it started."""
     hist = LatencyHistogram()
-    counter = iter(range(requests))
+    counter = iter(range(total))
     lock = threading.Lock()
     errors = 0
     samples: list[float] | None = [] if keep_samples else None
@@ -128,7 +131,13 @@ def run_closed(
                 i = next(counter, None)
             if i is None:
                 return
-            t0 = time.perf_counter_ns()
+            if due_ns is None:
+                t0 = time.perf_counter_ns()
+            else:
+                t0 = due_ns(i)
+                delay = t0 - time.perf_counter_ns()
+                if delay > 0:
+                    time.sleep(delay / 1e9)
             try:
                 fn(i)
             except Exception:
@@ -141,15 +150,29 @@ def run_closed(
                 samples.append(elapsed / 1e6)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        for f in [pool.submit(worker) for _ in range(concurrency)]:
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(worker) for _ in range(threads)]:
             f.result()
     hist.errors = errors
-    return LoadResult(hist, time.perf_counter() - started, requests, errors, samples)
+    return LoadResult(hist, time.perf_counter() - started, total, errors, samples)
+
+
+def run_closed(
+    fn: Callable[[int], Any], *, concurrency: int, requests: int, warmup: int = 0, keep_samples: bool = False
+) -> LoadResult:
+    """`requests` calls of fn(i) from `concurrency` threads, back to back; latency per call."""
+    for i in range(warmup):
+        fn(-1 - i)
+    return _drive(fn, requests, concurrency, None, keep_samples)
 
 
 def run_open(
-    fn: Callable[[int], Any], *, rate_per_s: float, duration_s: float, max_concurrency: int = 64
+    fn: Callable[[int], Any],
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    max_concurrency: int = 64,
+    keep_samples: bool = False,
 ) -> LoadResult:
     """Open model: call i is due at start + i / rate; its latency runs from that due time.
 
@@ -158,34 +181,5 @@ def run_open(
     """
     total = max(1, int(rate_per_s * duration_s))
     interval_ns = int(1e9 / rate_per_s)
-    hist = LatencyHistogram()
-    lock = threading.Lock()
-    counter = iter(range(total))
-    errors = 0
     start_ns = time.perf_counter_ns() + 5_000_000
-
-    def worker() -> None:
-        nonlocal errors
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            due = start_ns + i * interval_ns
-            delay = due - time.perf_counter_ns()
-            if delay > 0:
-                time.sleep(delay / 1e9)
-            try:
-                fn(i)
-            except Exception:
-                with lock:
-                    errors += 1
-                continue
-            hist.record_ns(time.perf_counter_ns() - due)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_concurrency) as pool:
-        for f in [pool.submit(worker) for _ in range(max_concurrency)]:
-            f.result()
-    hist.errors = errors
-    return LoadResult(hist, time.perf_counter() - started, total, errors)
+    return _drive(fn, total, max_concurrency, lambda i: start_ns + i * interval_ns, keep_samples)
