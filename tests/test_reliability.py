@@ -80,13 +80,16 @@ def test_paused_redis_costs_a_bounded_wait_not_the_pause(lab: FaultLab) -> None:
 
 def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(lab: FaultLab) -> None:
     r = lab.worker_kill(before_s=1, after_s=1)
-    assert r.figures["replaced"]
-    killed, replaced = r.events["worker killed"], r.events["worker replaced"]
-    meanwhile = window(r.records, killed + 0.2, replaced)
-    assert any(x.status == 200 for x in meanwhile)  # the surviving worker served while one was down
+    assert r.figures["replaced"]  # uvicorn spawned a new worker
+    killed = r.events["worker killed"]
+    # Right after the kill (before a new worker could have imported the app), requests still succeed:
+    # the surviving worker takes them.
+    soon = window(r.records, killed + 0.2, killed + 1)
+    assert any(x.status == 200 for x in soon), [(x.status, x.error) for x in soon]
     # Only requests in flight on the killed worker can fail (one per traffic thread at most).
-    assert r.figures["failed_after_kill"] <= lab.config.traffic.search_threads + 1
-    assert all(x.status == 0 for x in r.records if x.failed)  # a reset connection, never a 5xx
+    failed = [(x.status, x.error) for x in r.records if x.failed]
+    assert len(failed) <= lab.config.traffic.search_threads + 1, failed
+    assert all(status == 0 for status, _ in failed), failed  # a reset connection, never a 5xx
 
 
 def test_no_acknowledged_upload_is_lost_across_restarts(lab: FaultLab) -> None:

@@ -4,7 +4,8 @@ pgvector registered), and `borrow`, which lets a function accept either a pool o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import select
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -21,6 +22,22 @@ PREPARE_THRESHOLD = 2
 PoolOrConn = ConnectionPool | psycopg.Connection[Any]
 
 
+def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
+    """The pools' `check`: refuse a connection the server closed while it sat idle in the pool
+    (PostgreSQL restarted, or the backend was terminated), so no request is handed a dead connection.
+
+    No round trip (unlike `ConnectionPool.check_connection`): an idle connection has nothing to read,
+    so a readable socket means the server has said goodbye (a FATAL error, then end of file). A server
+    that vanished without a word is still only found by the query that uses the connection.
+    """
+    if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    if readable:
+        conn.close()  # closed, the pool discards it (a connection that only failed a check goes back)
+        raise psycopg.OperationalError("the server closed the connection while it was idle in the pool")
+
+
 def make_pool(
     settings: Settings,
     url: str,
@@ -29,9 +46,11 @@ def make_pool(
     max_size: int | None = None,
     open: bool = False,
     name: str = "perflab",
+    check: Callable[[psycopg.Connection[Any]], None] | None = check_idle_connection,
 ) -> ConnectionPool:
     """Build the pool (sizes default to settings.db_pool_min/max). Nothing connects until it is opened:
-    pass open=True, call `pool.open()`, or use it as a context manager."""
+    pass open=True, call `pool.open()`, or use it as a context manager. `check` vets each connection
+    as it is handed out (psycopg_pool discards one that fails and, after a pause, tries another)."""
     kwargs = conninfo_kwargs(settings) | {"prepare_threshold": PREPARE_THRESHOLD}
     return ConnectionPool(
         url,
@@ -39,6 +58,7 @@ def make_pool(
         max_size=settings.db_pool_max if max_size is None else max_size,
         kwargs=kwargs,
         configure=configure,
+        check=check,
         open=open,
         name=name,
     )
