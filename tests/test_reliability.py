@@ -14,7 +14,15 @@ import pytest
 
 from perflab.config import Settings
 from perflab.lab.faults import FaultLab, FaultLabConfig, summarize
-from perflab.lab.traffic import SEARCH, TrafficConfig, hit_rate, window
+from perflab.lab.traffic import (
+    SEARCH,
+    RequestRecord,
+    TrafficConfig,
+    hit_rate,
+    recovery_time,
+    sliding_hit_rate,
+    window,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -102,3 +110,14 @@ def test_no_acknowledged_upload_is_lost_across_restarts(lab: FaultLab) -> None:
     figures = summarize(lab.results, durability, None)
     assert figures["reliability.writes_lost"] == 0
     assert figures["reliability.faults_injected"] == len(lab.results)
+
+
+def test_recovery_time_is_when_a_sliding_second_reaches_the_target() -> None:
+    """The arithmetic the Redis scenario is judged by, on a made-up timeline: misses until t=3, then
+    hits, 20 searches a second."""
+    records = [RequestRecord(i / 20, SEARCH, 1, 200, 5.0, cache_hit=i / 20 >= 3) for i in range(200)]
+    assert recovery_time(records, since=2.0, target=0.8) == pytest.approx(1.8, abs=0.11)
+    assert recovery_time(records, since=2.0, target=1.01) is None
+    series = sliding_hit_rate(records, 0, 10)
+    assert series[0][1] == 0 and series[-1][1] == 1 and all(19 <= n <= 21 for _, _, n in series)
+    assert hit_rate(records[:60]) == 0 and hit_rate(records) == pytest.approx(0.7)

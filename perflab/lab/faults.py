@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 
 from perflab.config import Settings
@@ -91,20 +90,6 @@ class ScenarioResult:
     @property
     def acknowledged(self) -> list[str]:
         return [r.media_id for r in self.records if r.media_id]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Records as dicts with `t` relative to the scenario start (for a DataFrame)."""
-        return [
-            {
-                "t": r.t - self.start,
-                "kind": r.kind,
-                "status": r.status,
-                "latency_ms": r.latency_ms,
-                "cache_hit": r.cache_hit,
-                "failed": r.failed,
-            }
-            for r in self.records
-        ]
 
 
 @dataclass
@@ -480,8 +465,32 @@ class FaultLab:
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def health(self) -> dict[str, Any]:
-        return dict(httpx.get(self.url + "/health", params={"detailed": "true"}, timeout=5).json())
+
+# scenario -> {figure name under `reliability.`: key of the scenario's figures}
+_FIGURES: dict[str, dict[str, str]] = {
+    "redis_stop": {
+        "redis_stop_5xx": "server_errors",
+        "redis_stop_failed": "failed",
+        "redis_stop_p95_ms": "p95_ms",
+        "redis_recovery_s": "recovery_s",
+    },
+    "pg_restart": {
+        "pg_restart_failed": "failed",
+        "pg_restart_fail_ratio": "fail_ratio",
+        "pg_restart_recovered": "recovered",
+    },
+    "slow_redis": {
+        "slow_redis_failed": "failed",
+        "slow_redis_p95_ms": "p95_ms",
+        "slow_redis_max_ms": "max_ms",
+    },
+    "worker_kill": {
+        "worker_kill_failed": "failed_after_kill",
+        "worker_kill_served": "served_after_kill",
+        "worker_respawned_s": "respawned_after_s",
+    },
+    "api_restart": {"api_restart_down_s": "down_s", "api_restart_failed_after": "failed_after_start"},
+}
 
 
 def summarize(
@@ -489,39 +498,10 @@ def summarize(
 ) -> dict[str, Any]:
     """The `reliability.*` figures of a run (what the notebook records and slo.toml gates)."""
     out: dict[str, Any] = {}
-    by = {r.name: r.figures for r in results}
-    if "redis_stop" in by:
-        f = by["redis_stop"]
-        out |= {
-            "reliability.redis_stop_5xx": f["server_errors"],
-            "reliability.redis_stop_failed": f["failed"],
-            "reliability.redis_stop_p95_ms": f["p95_ms"],
-            "reliability.redis_recovery_s": f["recovery_s"],
-        }
-    if "pg_restart" in by:
-        f = by["pg_restart"]
-        out |= {
-            "reliability.pg_restart_failed": f["failed"],
-            "reliability.pg_restart_fail_ratio": f["fail_ratio"],
-            "reliability.pg_restart_recovered": int(f["recovered"]),
-        }
-    if "slow_redis" in by:
-        f = by["slow_redis"]
-        out |= {
-            "reliability.slow_redis_failed": f["failed"],
-            "reliability.slow_redis_p95_ms": f["p95_ms"],
-            "reliability.slow_redis_max_ms": f["max_ms"],
-        }
-    if "worker_kill" in by:
-        f = by["worker_kill"]
-        out |= {
-            "reliability.worker_kill_failed": f["failed_after_kill"],
-            "reliability.worker_kill_served": f["served_after_kill"],
-            "reliability.worker_respawned_s": f["respawned_after_s"],
-        }
-    if "api_restart" in by:
-        out["reliability.api_restart_down_s"] = by["api_restart"]["down_s"]
-        out["reliability.api_restart_failed_after"] = by["api_restart"]["failed_after_start"]
+    for r in results:
+        for figure, key in _FIGURES.get(r.name, {}).items():
+            value = r.figures[key]
+            out[f"reliability.{figure}"] = int(value) if isinstance(value, bool) else value
     out["reliability.faults_injected"] = len(results)
     out["reliability.faults_survived"] = sum(1 for r in results if r.figures.get("survived"))
     out["reliability.requests"] = sum(r.figures["requests"] for r in results)

@@ -80,9 +80,14 @@ def _short(text: str, n: int = 160) -> str:
 
 
 def sign_in(url: str, user: int, *, timeout: float = 10.0) -> httpx.Client:
-    """An httpx client holding seeded user `user`'s session cookie."""
+    """An httpx client holding seeded user `user`'s session cookie. A 503 (the session store not back
+    yet on that worker) is retried after its Retry-After, as a browser's retry would, for `timeout`."""
     client = httpx.Client(base_url=url, timeout=timeout)
+    deadline = time.monotonic() + timeout
     r = client.post("/sessions", json={"email": seeded_email(user)})
+    while r.status_code == 503 and time.monotonic() < deadline:
+        time.sleep(min(float(r.headers.get("retry-after", 1)), 1.0))
+        r = client.post("/sessions", json={"email": seeded_email(user)})
     if r.status_code != 201:
         client.close()
         raise RuntimeError(f"sign-in as {seeded_email(user)} failed: {r.status_code} {_short(r.text)}")
@@ -219,14 +224,6 @@ def hit_rate(records: Iterable[RequestRecord]) -> float | None:
     return sum(answered) / len(answered) if answered else None
 
 
-def latency_summary(records: Iterable[RequestRecord]) -> dict[str, float]:
-    """HDR percentiles (ms) of every request in `records`, answered or not."""
-    hist = LatencyHistogram()
-    for r in records:
-        hist.record_ms(r.latency_ms)
-    return hist.summary()
-
-
 def percentile_ms(records: Iterable[RequestRecord], p: float) -> float:
     hist = LatencyHistogram()
     for r in records:
@@ -276,6 +273,24 @@ def bins(records: Sequence[RequestRecord], start: float, end: float, width: floa
     return out
 
 
+def sliding_hit_rate(
+    records: Sequence[RequestRecord], start: float, end: float, *, span: float = 1.0, step: float = 0.1
+) -> list[tuple[float, float, int]]:
+    """(window end, hit rate, answered searches) of each `span`-second window from `start`, every `step`
+    seconds, until the window would pass `end` (windows without an answered search are left out)."""
+    searches = sorted(
+        (r for r in records if r.cache_hit is not None and start <= r.t < end), key=lambda r: r.t
+    )
+    out = []
+    n = int((end - start - span) / step + 1e-9) + 1
+    for i in range(max(0, n)):
+        t = start + i * step
+        inside = [r.cache_hit for r in searches if t <= r.t < t + span]
+        if inside:
+            out.append((t + span, sum(inside) / len(inside), len(inside)))
+    return out
+
+
 def recovery_time(
     records: Sequence[RequestRecord],
     since: float,
@@ -287,14 +302,8 @@ def recovery_time(
 ) -> float | None:
     """Seconds from `since` until the search hit rate over a sliding `span` first reaches `target`
     (measured at the window's end, so the figure includes the window it took to see it)."""
-    searches = sorted((r for r in records if r.cache_hit is not None and r.t >= since), key=lambda r: r.t)
-    if not searches:
-        return None
-    last = searches[-1].t
-    t = since
-    while t + span <= last + step:
-        inside = [r.cache_hit for r in searches if t <= r.t < t + span]
-        if len(inside) >= min_searches and sum(inside) / len(inside) >= target:
-            return round(t + span - since, 3)
-        t += step
+    end = max((r.t for r in records), default=since) + step
+    for t, rate, n in sliding_hit_rate(records, since, end, span=span, step=step):
+        if n >= min_searches and rate >= target:
+            return round(t - since, 3)
     return None
