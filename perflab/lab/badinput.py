@@ -9,6 +9,7 @@ written for a request that was refused (media rows and stored files are counted 
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -216,17 +217,21 @@ def run_bad_inputs(
         outcome = BAD_FILES.get(path.name)
         if outcome is None:
             continue
-        allowed = (201,) if outcome == "ok" else (_REFUSED_FILE.get(outcome, 422),)
+        allowed: tuple[int, ...] = (201,) if outcome == "ok" else (_REFUSED_FILE.get(outcome, 422),)
         data = path.read_bytes()
         files = {"file": (path.name, data, "application/octet-stream")}
         send(
-            "file", f"{path.name} ({outcome})", allowed, lambda f=files: client.post("/media", files=f), True
+            "file",
+            f"{path.name} ({outcome})",
+            allowed,
+            functools.partial(client.post, "/media", files=files),
+            True,
         )
 
     if photo is None:
         photo = next(p for p in sorted(bad_dir.iterdir()) if BAD_FILES.get(p.name) == "ok").read_bytes()
     for name, kwargs, allowed in _upload_cases(photo):
-        send("upload", name, allowed, lambda k=kwargs: client.post("/media", **k), True)
+        send("upload", name, allowed, functools.partial(client.post, "/media", **kwargs), True)
 
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     for name, length in (
@@ -234,26 +239,26 @@ def run_bad_inputs(
         ("declared length not a number", "12abc"),
     ):
         head = f"POST /media HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: {length}\r\n\r\n"
-        send("upload", name, (400, 413), lambda h=head: _raw(client, h.encode()), True)
+        send("upload", name, (400, 413), functools.partial(_raw, client, head.encode()), True)
 
     for name, params, allowed in _search_cases():
         if isinstance(params, str):
-            request = lambda p=params: client.get(f"/search?{p}")  # noqa: E731
+            request = functools.partial(client.get, f"/search?{params}")
         else:
-            request = lambda p=params: client.get("/search", params=p)  # noqa: E731
+            request = functools.partial(client.get, "/search", params=params)
         send("search", name, allowed, request)
 
     anonymous = httpx.Client(base_url=str(client.base_url), timeout=client.timeout)
     with anonymous:
         for name, kwargs, allowed in _session_cases():
-            send("session", name, allowed, lambda k=kwargs: anonymous.post("/sessions", **k))
+            send("session", name, allowed, functools.partial(anonymous.post, "/sessions", **kwargs))
         for name, cookie in _COOKIES.items():
-            headers = {"cookie": f"perflab_session={cookie}".encode()}
+            headers = {b"cookie": f"perflab_session={cookie}".encode()}
             send(
                 "session",
                 name,
                 (401,),
-                lambda h=headers: anonymous.get("/search", params={"q": "dog"}, headers=h),
+                functools.partial(anonymous.get, "/search", params={"q": "dog"}, headers=headers),
             )
 
     send("media", "id not a UUID", (422,), lambda: client.get("/media/not-a-uuid"))

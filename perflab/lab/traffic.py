@@ -10,6 +10,7 @@ like a 5xx.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import threading
@@ -135,7 +136,7 @@ class Traffic:
         self._clients.extend(clients)
         for i, (user, client) in enumerate(zip(searchers, clients, strict=True)):
             sampler = ZipfQuerySampler(cfg.seed + i)
-            self._spawn(f"searcher-{i}", lambda c=client, u=user, s=sampler: self._search_loop(c, u, s))
+            self._spawn(f"searcher-{i}", functools.partial(self._search_loop, client, user, sampler))
         if cfg.upload_interval_s > 0 and self.photos:
             client = sign_in(self.url, self.uploader, timeout=cfg.timeout_s)
             self._clients.append(client)
@@ -188,8 +189,8 @@ class Traffic:
         for query in sampler:
             if self._stop.is_set():
                 return
-            params = {"q": query, "k": self.config.k}
-            record = self._call(SEARCH, user, lambda p=params: client.get("/search", params=p))
+            params: dict[str, str | int] = {"q": query, "k": self.config.k}
+            record = self._call(SEARCH, user, functools.partial(client.get, "/search", params=params))
             if record.status == 401:
                 self._resign(client, user)
             self._stop.wait(self.config.think_s if record.status else max(self.config.think_s, 0.05))
@@ -205,7 +206,9 @@ class Traffic:
             i = n % len(self.photos)
             files = {"file": (self.names[i], self.photos[i])}
             data = {"caption": self._caption(n)}
-            self._call(UPLOAD, self.uploader, lambda f=files, d=data: client.post("/media", files=f, data=d))
+            self._call(
+                UPLOAD, self.uploader, functools.partial(client.post, "/media", files=files, data=data)
+            )
 
 
 # -- timeline arithmetic -------------------------------------------------------------------------
@@ -285,7 +288,7 @@ def sliding_hit_rate(
     n = int((end - start - span) / step + 1e-9) + 1
     for i in range(max(0, n)):
         t = start + i * step
-        inside = [r.cache_hit for r in searches if t <= r.t < t + span]
+        inside = [bool(r.cache_hit) for r in searches if t <= r.t < t + span]
         if inside:
             out.append((t + span, sum(inside) / len(inside), len(inside)))
     return out
