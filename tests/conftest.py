@@ -20,7 +20,7 @@ from perflab.config import Settings
 from perflab.db import connect, drop_schema, migrate
 from perflab.service.server import ServiceProcess
 from perflab.services import Endpoints, RedisServer, endpoints
-from perflab.services._ports import free_port
+from perflab.services.ports import free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -35,7 +35,7 @@ from perflab.service.auth import COOKIE_NAME, SessionAuth
 from perflab.service.secrets import load_secret
 from perflab.service.server import ServiceProcess
 from perflab.services import Endpoints, RedisServer
-from perflab.services._ports import free_port
+from perflab.services.ports import free_port
 
 # Any code point, lone surrogates and the characters of Redis patterns, hash tags and SQL made likely.
 ANY_CHAR = st.one_of(

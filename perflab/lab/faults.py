@@ -56,7 +56,7 @@ from perflab.lab.traffic import (
 )
 from perflab.service.server import ServiceProcess
 from perflab.services import PostgresServer, RedisServer
-from perflab.services._ports import free_port
+from perflab.services.ports import free_port
 
 LAB_SCHEMA = "faultlab"
 LAB_PREFIX = "faultlab"

@@ -24,7 +24,7 @@ from perflab.config import Settings
 from perflab.db.vocabulary import QueryVocabulary, ZipfQuerySampler
 from perflab.embed import Embedder
 from perflab.services import RedisServer, endpoints
-from perflab.services._ports import free_port
+from perflab.services.ports import free_port
 
 Stream = list[tuple[str, str]]
 

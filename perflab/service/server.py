@@ -17,7 +17,7 @@ import httpx
 
 from perflab.config import Settings
 from perflab.errors import PerflabError
-from perflab.services._ports import free_port
+from perflab.services.ports import free_port
 
 APP_FACTORY = "perflab.service.app:create_app_from_env"
 

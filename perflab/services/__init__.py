@@ -1,5 +1,6 @@
 """The lab's servers: embedded real Redis and PostgreSQL + pgvector, or staging's by URL."""
 
+from perflab.services.ports import free_port, port_open
 from perflab.services.postgres_server import PostgresServer
 from perflab.services.probe import ServerStatus, probe_postgres, probe_redis
 from perflab.services.redis_server import RedisServer
@@ -12,6 +13,8 @@ __all__ = [
     "ServerStatus",
     "embedded_servers",
     "endpoints",
+    "free_port",
+    "port_open",
     "probe_postgres",
     "probe_redis",
     "shutdown",

@@ -14,7 +14,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from perflab.config import Settings
-from perflab.services._ports import free_port
+from perflab.services.ports import free_port
 from perflab.services.postgres_server import PostgresServer
 from perflab.services.redis_server import RedisServer
 
