@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import orjson
 
+from perflab.cache import CacheManager, make_redis
 from perflab.config import Settings
 from perflab.db import connect, migrate, seed_library
 from perflab.db.vocabulary import QueryVocabulary
@@ -65,25 +66,12 @@ def prepare_library(settings: Settings, cfg: SearchBenchConfig, *, progress: boo
 
 
 def clear_cache(settings: Settings) -> int:
-    import redis
-
-    client = redis.Redis.from_url(endpoints(settings).redis_url)
-    n = 0
-    for batch in _batched(client.scan_iter(match=f"{settings.key_prefix}:*", count=2000), 1000):
-        n += client.unlink(*batch)
-    client.close()
-    return n
-
-
-def _batched(it: Any, n: int) -> Any:
-    batch: list[Any] = []
-    for x in it:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    """Empty this bench's cache (its own key prefix) so the cold phase starts cold."""
+    client = make_redis(settings.replace(redis_socket_timeout=5.0), endpoints(settings).redis_url)
+    try:
+        return CacheManager(client, prefix=settings.key_prefix, default_ttl=60).delete_pattern("*")
+    finally:
+        client.close()
 
 
 class _Connection:
