@@ -20,6 +20,7 @@ import psycopg
 import psycopg_pool
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, ORJSONResponse, PlainTextResponse
+from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -273,19 +274,16 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
 
 
 def _load_media(ctx: ServiceContext, user_id: str, media_id: str) -> dict[str, Any]:
-    with ctx.pool.connection() as conn:
-        row = conn.execute(
+    with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        record = cur.execute(
             "SELECT id, filename, caption, media_type, mime_type, uploaded_at, width, height, file_size_bytes,"
             " tags, blurhash, dominant_colors, status, derivatives"
             " FROM media_files WHERE id = %s AND user_id = %s",
             (media_id, user_id),
             prepare=True,
         ).fetchone()
-    if row is None:
+    if record is None:
         raise HTTPException(404, "no such media")
-    names = ("id", "filename", "caption", "media_type", "mime_type", "uploaded_at", "width", "height",
-             "file_size_bytes", "tags", "blurhash", "dominant_colors", "status", "derivatives")  # fmt: skip
-    record = dict(zip(names, row, strict=True))
     record["id"] = str(record["id"])
     record["uploaded_at"] = record["uploaded_at"].isoformat()
     return _with_urls(ctx, record)
