@@ -13,9 +13,9 @@ from perflab.errors import PerflabError
 
 # command -> ("module:function", help). The function is `(settings, argv) -> exit code`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("perflab.services.commands:up", "start the embedded Redis and PostgreSQL (no-op on staging)"),
-    "down": ("perflab.services.commands:down", "stop the embedded servers"),
-    "status": ("perflab.services.commands:status", "print each server's URL and version"),
+    "up": ("perflab.servers.commands:up", "start the embedded Redis and PostgreSQL (no-op on staging)"),
+    "down": ("perflab.servers.commands:down", "stop the embedded servers"),
+    "status": ("perflab.servers.commands:status", "print each server's URL and version"),
     "db": ("perflab.db.commands:main", "database maintenance: migrate, reset"),
     "seed": (
         "perflab.db.commands:seed",

@@ -18,9 +18,9 @@ from support import service_env
 
 from perflab.config import Settings
 from perflab.db import connect, drop_schema, migrate
+from perflab.servers import Endpoints, RedisServer, endpoints
+from perflab.servers.ports import free_port
 from perflab.service.server import ServiceProcess
-from perflab.services import Endpoints, RedisServer, endpoints
-from perflab.services.ports import free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

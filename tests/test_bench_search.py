@@ -5,7 +5,7 @@ from __future__ import annotations
 from perflab.bench.search import SearchBenchConfig, bench_settings, run_search_bench
 from perflab.config import Settings
 from perflab.db import connect, drop_schema
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 CONTRACT = {
     "warm_p95_ms",

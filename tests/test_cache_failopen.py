@@ -21,7 +21,7 @@ from perflab.cache import (
     make_redis,
 )
 from perflab.config import Settings
-from perflab.services import RedisServer
+from perflab.servers import RedisServer
 
 # A generous bound: a call against a dead or paused server is bounded by ~0.2 s socket timeouts.
 BOUND_S = 2.0

@@ -9,7 +9,7 @@ import pytest
 
 from perflab.cache import CacheManager, CircuitBreaker, Invalidator, make_redis
 from perflab.config import Settings
-from perflab.services import Endpoints, RedisServer
+from perflab.servers import Endpoints, RedisServer
 
 WAIT_S = 10.0  # upper bound for a message to arrive; normally milliseconds
 

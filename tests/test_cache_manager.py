@@ -260,7 +260,7 @@ def test_a_decoding_client_is_refused(servers) -> None:
 
 
 def test_make_redis_does_no_io_until_the_first_command(settings) -> None:
-    from perflab.services.ports import free_port
+    from perflab.servers.ports import free_port
 
     client = make_redis(settings, f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     with pytest.raises(redis.ConnectionError):

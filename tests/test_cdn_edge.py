@@ -19,7 +19,7 @@ from perflab.cdn import (
 )
 from perflab.images import ImagePipeline
 from perflab.images.storage import LocalStorage, store_processed
-from perflab.services.ports import free_port
+from perflab.servers.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     find_nginx() is None, reason="nginx is not installed (the Makefile's sysdeps target installs it as root)"

@@ -11,7 +11,7 @@ import pytest
 
 from perflab.cdn import IMMUTABLE, OriginServer, UrlSigner, make_origin_app, object_key
 from perflab.images.storage import LocalStorage
-from perflab.services.ports import free_port
+from perflab.servers.ports import free_port
 
 SECRET = b"origin-test-secret-0123456789abc"
 BODY = b"\xff\xd8\xff" + b"fake jpeg body" * 100

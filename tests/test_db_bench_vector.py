@@ -9,7 +9,7 @@ import pytest
 
 from perflab.bench import vector
 from perflab.config import Settings
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 CONFIG_KEYS = {
     "index", "ef_search", "recall_at_10", "p50_ms", "p95_ms", "p99_ms", "qps_c1", "qps_c4", "qps_c8",

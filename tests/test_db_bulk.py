@@ -24,7 +24,7 @@ from perflab.db import (
     migrate,
 )
 from perflab.db.indexes import vector_indexes
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 DIM = 16
 T0 = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)

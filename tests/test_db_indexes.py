@@ -19,7 +19,7 @@ from perflab.db import (
     index_report,
     migrate,
 )
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 
 @pytest.fixture()

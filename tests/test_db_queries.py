@@ -13,7 +13,7 @@ import pytest
 from perflab.config import Settings
 from perflab.db import InvalidInput, NewMedia, QueryOptimizer, UserStats, insert_media, make_pool
 from perflab.db.queries import BATCH_LOAD_MEDIA, USER_WITH_STATS
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 
 def unit(seed: int) -> np.ndarray:

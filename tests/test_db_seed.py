@@ -26,7 +26,7 @@ from perflab.db import (
 from perflab.db.seed import user_sizes
 from perflab.db.vocabulary import SCENES, SUBJECTS
 from perflab.embed import HashingEmbedder
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 
 @pytest.fixture()

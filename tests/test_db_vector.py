@@ -27,7 +27,7 @@ from perflab.db import (
     migrate,
 )
 from perflab.db.vector import _query
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

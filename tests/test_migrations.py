@@ -7,7 +7,7 @@ import psycopg
 
 from perflab.config import Settings
 from perflab.db import connect, drop_schema, migrate
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 ALL_VERSIONS = sorted(
     p.name.removesuffix(".sql") for p in (Path(__file__).parents[1] / "perflab/db/migrations").glob("*.sql")

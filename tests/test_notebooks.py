@@ -11,7 +11,7 @@ import pytest
 from perflab.config import Settings, project_root
 from perflab.db import connect, drop_schema
 from perflab.lab.report import run_report
-from perflab.services import Endpoints
+from perflab.servers import Endpoints
 
 NOTEBOOKS = sorted(p.stem for p in (project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 

@@ -31,11 +31,11 @@ from perflab.cache.keys import user_digest
 from perflab.cdn import OriginServer, UrlSigner, make_origin_app
 from perflab.config import Settings
 from perflab.db import InvalidInput, SearchFilters, VectorSearch, connect
+from perflab.servers import Endpoints, RedisServer
+from perflab.servers.ports import free_port
 from perflab.service.auth import COOKIE_NAME, SessionAuth
 from perflab.service.secrets import load_secret
 from perflab.service.server import ServiceProcess
-from perflab.services import Endpoints, RedisServer
-from perflab.services.ports import free_port
 
 # Any code point, lone surrogates and the characters of Redis patterns, hash tags and SQL made likely.
 ANY_CHAR = st.one_of(

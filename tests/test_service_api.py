@@ -16,9 +16,9 @@ from support import service_env
 
 from perflab.config import Settings
 from perflab.db import connect
+from perflab.servers import Endpoints, RedisServer
 from perflab.service.auth import COOKIE_NAME
 from perflab.service.server import ServiceProcess
-from perflab.services import Endpoints, RedisServer
 
 
 def _client(service: ServiceProcess, email: str | None = None) -> httpx.Client:

@@ -36,7 +36,7 @@ import redis
 
 from perflab.cache import CacheManager, EmbeddingCache, make_redis
 from perflab.config import Settings
-from perflab.services.registry import endpoints
+from perflab.servers.registry import endpoints
 
 MODEL = "text-embedding-3-small"
 TARGETS = {

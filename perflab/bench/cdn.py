@@ -34,7 +34,7 @@ from perflab.images.corpus import photo_paths
 from perflab.images.pipeline import ImagePipeline
 from perflab.images.storage import LocalStorage, store_processed
 from perflab.lab.latency import LatencyHistogram
-from perflab.services.ports import free_port
+from perflab.servers.ports import free_port
 
 ROOT_ENV = "PERFLAB_BENCH_MEDIA_ROOT"
 

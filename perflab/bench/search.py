@@ -29,8 +29,8 @@ from perflab.db import connect, migrate, seed_library
 from perflab.db.vocabulary import QueryVocabulary
 from perflab.embed import make_embedder
 from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
+from perflab.servers import endpoints
 from perflab.service.server import ServiceProcess
-from perflab.services import endpoints
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from perflab.db import (
     migrate,
 )
 from perflab.db.vector import EXACT_THRESHOLD
-from perflab.services.registry import endpoints
+from perflab.servers.registry import endpoints
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000, 4000, 8000)
 MODEL = "bench-clustered"

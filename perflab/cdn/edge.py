@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from perflab.cdn.errors import EdgeUnavailable
-from perflab.services.ports import port_open
+from perflab.servers.ports import port_open
 
 _CONFIG = """\
 {user}daemon off;

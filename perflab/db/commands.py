@@ -11,7 +11,7 @@ from perflab.db.explain import analyze_plan
 from perflab.db.indexes import create_indexes, index_report
 from perflab.db.migrate import drop_schema, migrate
 from perflab.db.seed import seed_library, seeded_email
-from perflab.services.registry import endpoints
+from perflab.servers.registry import endpoints
 
 
 def main(settings: Settings, argv: list[str]) -> int:

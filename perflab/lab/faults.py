@@ -54,9 +54,9 @@ from perflab.lab.traffic import (
     sign_in,
     window,
 )
+from perflab.servers import PostgresServer, RedisServer
+from perflab.servers.ports import free_port
 from perflab.service.server import ServiceProcess
-from perflab.services import PostgresServer, RedisServer
-from perflab.services.ports import free_port
 
 LAB_SCHEMA = "faultlab"
 LAB_PREFIX = "faultlab"

@@ -23,8 +23,8 @@ from perflab.cache import CacheManager, EmbeddingCache, SearchCache, make_redis
 from perflab.config import Settings
 from perflab.db.vocabulary import QueryVocabulary, ZipfQuerySampler
 from perflab.embed import Embedder
-from perflab.services import RedisServer, endpoints
-from perflab.services.ports import free_port
+from perflab.servers import RedisServer, endpoints
+from perflab.servers.ports import free_port
 
 Stream = list[tuple[str, str]]
 

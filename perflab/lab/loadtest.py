@@ -19,7 +19,7 @@ from typing import Any
 
 from perflab.config import Settings, project_root
 from perflab.errors import PerflabError
-from perflab.services.ports import free_port
+from perflab.servers.ports import free_port
 
 
 @dataclass

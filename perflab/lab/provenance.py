@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from perflab.config import Settings
-from perflab.services.probe import probe_postgres, probe_redis
-from perflab.services.registry import endpoints
+from perflab.servers.probe import probe_postgres, probe_redis
+from perflab.servers.registry import endpoints
 
 PACKAGES = (
     "perflab", "redis", "hiredis", "psycopg", "psycopg-binary", "psycopg-pool", "pgvector", "numpy",

@@ -26,13 +26,13 @@ from perflab.db import VectorSearch, make_pool
 from perflab.embed import BatchingEmbedder, Embedder, make_embedder
 from perflab.images import ImagePipeline
 from perflab.images.storage import LocalStorage
+from perflab.servers import endpoints
 from perflab.service.auth import SessionAuth
 from perflab.service.history import SearchHistoryWriter
 from perflab.service.metrics import ServiceMetrics
 from perflab.service.search import SearchService
 from perflab.service.secrets import load_secret
 from perflab.service.upload import UploadService
-from perflab.services import endpoints
 
 _log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import httpx
 
 from perflab.config import Settings
 from perflab.errors import PerflabError
-from perflab.services.ports import free_port
+from perflab.servers.ports import free_port
 
 APP_FACTORY = "perflab.service.app:create_app_from_env"
 
@@ -32,7 +32,7 @@ def serve(settings: Settings, argv: list[str]) -> int:
     import uvicorn
 
     from perflab.db import connect, migrate
-    from perflab.services import endpoints
+    from perflab.servers import endpoints
 
     ep = endpoints(settings)  # start the embedded servers once, before the workers race to
     with connect(settings, ep.database_url) as conn:

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from perflab.config import Settings
-from perflab.services import Endpoints, endpoints, probe_postgres, probe_redis, shutdown
+from perflab.servers import Endpoints, endpoints, probe_postgres, probe_redis, shutdown
 
 PERFLAB = [sys.executable, "-m", "perflab.cli"]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from perflab.config import Settings
-from perflab.services.ports import free_port
-from perflab.services.postgres_server import PostgresServer
-from perflab.services.redis_server import RedisServer
+from perflab.servers.ports import free_port
+from perflab.servers.postgres_server import PostgresServer
+from perflab.servers.redis_server import RedisServer
 
 _STATE = "services.json"
 

@@ -6,8 +6,8 @@ import argparse
 import json
 
 from perflab.config import Settings, redact_url
-from perflab.services.probe import probe_postgres, probe_redis
-from perflab.services.registry import endpoints, shutdown
+from perflab.servers.probe import probe_postgres, probe_redis
+from perflab.servers.registry import endpoints, shutdown
 
 
 def up(settings: Settings, argv: list[str]) -> int:
