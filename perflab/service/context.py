@@ -28,6 +28,7 @@ from perflab.images import ImagePipeline
 from perflab.images.storage import LocalStorage
 from perflab.servers import endpoints
 from perflab.service.auth import SessionAuth
+from perflab.service.embedding import CachedEmbedder
 from perflab.service.history import SearchHistoryWriter
 from perflab.service.metrics import ServiceMetrics
 from perflab.service.search import SearchService
@@ -79,11 +80,11 @@ class ServiceContext:
             absolute_ttl=settings.session_absolute_s,
         )
         history = SearchHistoryWriter(pool, popularity=search_cache)
+        cached_embedder = CachedEmbedder(embedder, embedding_cache)
         search = SearchService(
             pool=pool,
             vectors=VectorSearch(pool, dim=settings.embedding_dim),
-            embedder=embedder,
-            embedding_cache=embedding_cache,
+            embedder=cached_embedder,
             search_cache=search_cache,
             history=history,
         )
@@ -92,7 +93,7 @@ class ServiceContext:
             pool=pool,
             pipeline=ImagePipeline(),
             storage=storage,
-            search=search,
+            embedder=cached_embedder,
             search_cache=search_cache,
             invalidator=Invalidator(cache),
         )
