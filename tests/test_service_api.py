@@ -4,6 +4,7 @@ private Redis for the fail-open test)."""
 from __future__ import annotations
 
 import io
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -194,6 +195,8 @@ def own_redis_service(
         tmp_path / "media",
         PERFLAB_REDIS_URL=private_redis.url,
         PERFLAB_DATABASE_URL=servers.database_url,
+        PERFLAB_SESSION_SECRET=secrets.token_hex(32),  # staging URLs: serve refuses to start without
+        PERFLAB_CDN_SIGNING_KEY=secrets.token_hex(32),
     )
     with ServiceProcess(workers=1, env=env, log=tmp_path / "serve.log") as svc:
         yield svc, private_redis

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -147,6 +148,7 @@ class FaultLab:
         self.photos: list[Path] = []
         self.results: list[ScenarioResult] = []
         self._t0 = time.monotonic()
+        self._keys = (secrets.token_hex(32), secrets.token_hex(32))
 
     # -- set-up ---------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -199,6 +201,9 @@ class FaultLab:
             "PERFLAB_MEDIA_ROOT": str(s.media_dir),
             "PERFLAB_EMBEDDER": "hashing",
             "PERFLAB_REDIS_SOCKET_TIMEOUT": str(s.redis_socket_timeout),
+            # staging-style URLs: serve refuses to start without keys shared by all its workers
+            "PERFLAB_SESSION_SECRET": self._keys[0],
+            "PERFLAB_CDN_SIGNING_KEY": self._keys[1],
         }
 
     def _traffic(self, n: int) -> TrafficConfig:

@@ -18,6 +18,7 @@ import httpx
 from perflab.config import Settings
 from perflab.errors import PerflabError
 from perflab.servers.ports import free_port
+from perflab.service.secrets import check_secrets
 
 APP_FACTORY = "perflab.service.app:create_app_from_env"
 
@@ -29,6 +30,7 @@ def serve(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    check_secrets(settings)  # staging without its keys: one line, before anything starts
     import uvicorn
 
     from perflab.db import connect, migrate
