@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Locust scenarios headless (local or distributed) into reports/",
     ),
     "compare": ("perflab.lab.commands:compare", "regressions beyond noise between two report runs"),
-    "corpus": ("perflab.images.corpus:main", "build the image corpora under data/ (photos, bad files)"),
+    "corpus": ("perflab.lab.corpus:main", "build the image corpora under data/ (photos, bad files)"),
     "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }
 

@@ -95,7 +95,7 @@ def db_pool(base_settings: Settings, servers: Endpoints, db_conn: psycopg.Connec
 @pytest.fixture(scope="session")
 def image_corpus() -> Path:
     """data/ with photos/ and bad/, built on first use from packaged sample images (see data/README.md)."""
-    from perflab.images.corpus import ensure_corpus
+    from perflab.lab.corpus import ensure_corpus
 
     return ensure_corpus()
 

@@ -23,9 +23,9 @@ from perflab.images import (
     UnsupportedFormat,
     sniff_format,
 )
-from perflab.images.corpus import BAD_FILES
 from perflab.images.errors import ProcessingFailed
 from perflab.images.safety import describe_formats
+from perflab.lab.corpus import BAD_FILES
 
 ERRORS = {
     cls.__name__: cls for cls in (CorruptImage, DecompressionBomb, EmptyFile, TooLarge, UnsupportedFormat)

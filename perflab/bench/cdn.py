@@ -30,9 +30,9 @@ from perflab.cdn.edge import NginxEdge, find_nginx
 from perflab.cdn.errors import EdgeUnavailable
 from perflab.config import Settings
 from perflab.errors import ServiceUnavailable
-from perflab.images.corpus import photo_paths
 from perflab.images.pipeline import ImagePipeline
 from perflab.images.storage import LocalStorage, store_processed
+from perflab.lab.corpus import photo_paths
 from perflab.lab.latency import LatencyHistogram
 from perflab.servers.ports import free_port
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from perflab.cdn.keys import object_key
 from perflab.cdn.signing import UrlSigner, cdn_url
 from perflab.images.derivatives import THUMBNAIL
+from perflab.images.keys import object_key
 
 
 class _DerivativeLike(Protocol):

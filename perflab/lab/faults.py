@@ -41,8 +41,8 @@ import redis
 from perflab.config import Settings
 from perflab.db import connect, migrate, seed_library, seeded_email
 from perflab.embed import HashingEmbedder
-from perflab.images.corpus import ensure_corpus, photo_paths
 from perflab.lab.badinput import BadInputReport, run_bad_inputs
+from perflab.lab.corpus import ensure_corpus, photo_paths
 from perflab.lab.traffic import (
     SEARCH,
     UPLOAD,

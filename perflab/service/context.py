@@ -22,7 +22,7 @@ from perflab.cache import (
 )
 from perflab.cdn import UrlSigner
 from perflab.config import Settings
-from perflab.db import VectorSearch, make_pool
+from perflab.db import QueryOptimizer, VectorSearch, make_pool
 from perflab.embed import BatchingEmbedder, Embedder, make_embedder
 from perflab.images import ImagePipeline
 from perflab.images.storage import LocalStorage
@@ -44,6 +44,7 @@ class ServiceContext:
     redis: redis.Redis
     cache: CacheManager
     pool: ConnectionPool
+    queries: QueryOptimizer
     embedder: Embedder
     embedding_cache: EmbeddingCache
     search_cache: SearchCache
@@ -81,8 +82,9 @@ class ServiceContext:
         )
         history = SearchHistoryWriter(pool, popularity=search_cache)
         cached_embedder = CachedEmbedder(embedder, embedding_cache)
+        queries = QueryOptimizer(pool)
         search = SearchService(
-            pool=pool,
+            queries=queries,
             vectors=VectorSearch(pool, dim=settings.embedding_dim),
             embedder=cached_embedder,
             search_cache=search_cache,
@@ -99,7 +101,7 @@ class ServiceContext:
         )
         signer = UrlSigner(load_secret(settings, "cdn", settings.cdn_signing_key))
         return cls(
-            settings, client, cache, pool, embedder, embedding_cache, search_cache, sessions, auth, history,
+            settings, client, cache, pool, queries, embedder, embedding_cache, search_cache, sessions, auth, history,
             search, uploads, storage, signer, ServiceMetrics(),
         )  # fmt: skip
 

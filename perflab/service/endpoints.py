@@ -15,11 +15,12 @@ import psycopg
 import psycopg_pool
 from fastapi import Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, ORJSONResponse
-from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from perflab.cdn.urls import media_urls
 from perflab.db import MEDIA_TYPES
+from perflab.db.users import record_login
+from perflab.db.versions import server_versions
 from perflab.images.errors import TooLarge
 from perflab.images.safety import describe_formats
 from perflab.service.auth import COOKIE_NAME, Principal
@@ -66,14 +67,10 @@ def public_record(ctx: ServiceContext, record: dict[str, Any]) -> dict[str, Any]
 def login(body: LoginRequest, request: Request, response: Response, ctx: Ctx) -> dict[str, str]:
     if "\x00" in body.email:
         raise HTTPException(422, "the email contains a NUL character")
-    with ctx.pool.connection() as conn:
-        row = conn.execute(
-            "UPDATE users SET last_login_at = now() WHERE email = %s RETURNING id",
-            (body.email.strip().lower(),),
-        ).fetchone()
-    if row is None:
+    found = record_login(ctx.pool, body.email)
+    if found is None:
         raise HTTPException(401, "unknown user")
-    user_id = str(row[0])
+    user_id = str(found)
     cookie = ctx.auth.login(user_id, {"email": body.email}, previous_cookie=request.cookies.get(COOKIE_NAME))
     response.set_cookie(
         COOKIE_NAME,
@@ -154,12 +151,9 @@ def health(ctx: Ctx, detailed: bool = False) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
         with ctx.pool.connection(timeout=2) as conn:
-            row = conn.execute(
-                "SELECT current_setting('server_version'),"
-                " (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
-            ).fetchone()
-        checks["postgres"] = {"ok": True, "version": row[0] if row else None}
-        checks["pgvector"] = {"ok": bool(row and row[1]), "version": row[1] if row else None}
+            versions = server_versions(conn)
+        checks["postgres"] = {"ok": True, "version": versions.postgres}
+        checks["pgvector"] = {"ok": bool(versions.pgvector), "version": versions.pgvector}
     except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
         checks["postgres"] = {"ok": False, "error": " ".join(str(exc).split())[:200]}
     checks["redis"] = {"ok": ctx.cache.healthy()}
@@ -184,14 +178,7 @@ def metrics(ctx: Ctx) -> Response:
 
 
 def load_media(ctx: ServiceContext, user_id: str, media_id: str) -> dict[str, Any]:
-    with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        record = cur.execute(
-            "SELECT id, filename, caption, media_type, mime_type, uploaded_at, width, height, file_size_bytes,"
-            " tags, blurhash, dominant_colors, status, derivatives"
-            " FROM media_files WHERE id = %s AND user_id = %s",
-            (media_id, user_id),
-            prepare=True,
-        ).fetchone()
+    record = ctx.queries.user_media(user_id, media_id)
     if record is None:
         raise HTTPException(404, "no such media")
     record["id"] = str(record["id"])

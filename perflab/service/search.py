@@ -8,18 +8,16 @@ cached entry never outlives the URLs in it.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
 from perflab.cache import SearchCache, normalize_query
-from perflab.db import MEDIA_TYPES, Hit, SearchFilters, VectorSearch
+from perflab.db import MEDIA_TYPES, Hit, QueryOptimizer, SearchFilters, VectorSearch
+from perflab.db.history import HistoryEntry
 from perflab.service.embedding import CachedEmbedder
 from perflab.service.errors import InvalidSearch
-from perflab.service.history import HistoryEntry, SearchHistoryWriter
+from perflab.service.history import SearchHistoryWriter
 from perflab.timing import StageTimer
 
 MAX_QUERY_CHARS = 512
@@ -117,13 +115,13 @@ class SearchService:
     def __init__(
         self,
         *,
-        pool: ConnectionPool,
+        queries: QueryOptimizer,
         vectors: VectorSearch,
         embedder: CachedEmbedder,
         search_cache: SearchCache,
         history: SearchHistoryWriter | None = None,
     ) -> None:
-        self.pool = pool
+        self.queries = queries
         self.vectors = vectors
         self.embedder = embedder
         self.search_cache = search_cache
@@ -133,14 +131,7 @@ class SearchService:
         """Batch-load what the vector query does not carry (stored renditions), in one round trip."""
         if not hits:
             return []
-        ids = [h.media_id for h in hits]
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, derivatives FROM media_files WHERE id = ANY(%s) AND user_id = %s",
-                (ids, uuid.UUID(str(user_id))),
-                prepare=True,
-            ).fetchall()
-        derivatives = {r[0]: r[1] for r in rows}
+        derivatives = self.queries.media_derivatives(user_id, [h.media_id for h in hits])
         return [hit_record(h, derivatives.get(h.media_id) or []) for h in hits]
 
     def search(self, request: SearchRequest) -> SearchOutcome:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from perflab.cache import Invalidator, SearchCache
@@ -112,11 +111,11 @@ class UploadService:
             storage_key=keys[image.master.name],
             dominant_colors=[{"hex": h, "share": s} for h, s in image.dominant_colors],
             blurhash=image.blurhash,
+            derivatives=records,
             status="completed",
         )
-        with timer.stage("database"), self.pool.connection() as conn, conn.transaction():
-            media_id = insert_media(conn, user_id, media, vec, model_name=self.embedder.model_name)
-            conn.execute("UPDATE media_files SET derivatives = %s WHERE id = %s", (Jsonb(records), media_id))
+        with timer.stage("database"):
+            media_id = insert_media(self.pool, user_id, media, vec, model_name=self.embedder.model_name)
         with timer.stage("invalidate"):
             if not self.search_cache.invalidate_user(user_id):
                 self.pending.add(user_id)
