@@ -50,7 +50,7 @@ def report(settings: Settings, argv: list[str]) -> int:
 
 
 def compare(settings: Settings, argv: list[str]) -> int:
-    from perflab.lab.compare import compare_runs, environment_diff, load_run
+    from perflab.lab.compare import compare_runs, drift_notes, environment_diff, load_run
 
     parser = argparse.ArgumentParser(
         prog="perflab compare", description="regressions between two report runs"
@@ -69,6 +69,8 @@ def compare(settings: Settings, argv: list[str]) -> int:
         for key, (va, vb) in diff.items():
             print(f"WARNING: ENVIRONMENTS DIFFER: {key}: {va!r} vs {vb!r}; timings are not comparable")
     changes = compare_runs(args.run_a, args.run_b, force=args.force, tolerance=args.tolerance)
+    for note in drift_notes(load_run(args.run_a)[1], load_run(args.run_b)[1]):
+        print(f"NOTE: {note}")
     print(f"{'figure':<44} {'A':>11} {'B':>11} {'change':>8}  {'95% CI':>17}  {'p':>8}  verdict")
     for c in changes:
         ci = f"[{c.ci_low:+.1%}, {c.ci_high:+.1%}]" if c.ci_low is not None else ""
