@@ -17,6 +17,7 @@ from support import service_env
 
 from perflab.config import Settings
 from perflab.db import connect
+from perflab.images.safety import DEFAULT_ALLOWED, describe_formats
 from perflab.servers import Endpoints, RedisServer
 from perflab.service.auth import COOKIE_NAME
 from perflab.service.server import ServiceProcess
@@ -170,6 +171,18 @@ def test_health_metrics_openapi(service: ServiceProcess) -> None:
     assert "perflab_http_requests_total" in c.get("/metrics").text
     schema = c.get("/openapi.json").json()
     assert {"/search", "/media", "/sessions", "/health"} <= set(schema["paths"])
+
+
+def test_upload_schema_names_exactly_the_accepted_formats(service: ServiceProcess) -> None:
+    """The file field's description is what the safety checks allow: a TIFF it does not name is 415."""
+    c = _client(service, "user4@example.com")
+    schema = c.get("/openapi.json").json()
+    described = schema["components"]["schemas"]["Body_upload_media_post"]["properties"]["file"]["description"]
+    assert described == describe_formats(DEFAULT_ALLOWED) and "TIFF" not in described
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(buf, "TIFF")
+    r = c.post("/media", files={"file": ("scan.tif", buf.getvalue(), "image/tiff")})
+    assert r.status_code == 415 and r.json()["error"] == "UnsupportedFormat"
 
 
 @pytest.fixture()

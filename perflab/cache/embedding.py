@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from perflab.arrays import real_floats
 from perflab.cache.errors import CacheValueError
 from perflab.cache.keys import check_segment, digest, glob_escape
 from perflab.cache.manager import CacheManager
@@ -117,13 +118,8 @@ class EmbeddingCache:
         return self.manager.delete_pattern(glob_escape(self._ns) + "*")
 
     def _as_matrix(self, vecs: Any, n: int, *, single: bool) -> np.ndarray:
-        try:
-            arr = np.asarray(vecs, dtype=_DTYPE)
-        except (TypeError, ValueError) as exc:
-            raise CacheValueError(f"embedding is not a numeric vector: {exc}") from exc
+        arr = real_floats(vecs, CacheValueError)
         expected = (self.dim,) if single else (n, self.dim)
         if arr.shape != expected:
             raise CacheValueError(f"embedding shape {arr.shape} != expected {expected}")
-        if not np.isfinite(arr).all():
-            raise CacheValueError("embedding holds NaN or infinite values")
-        return np.ascontiguousarray(arr)
+        return np.ascontiguousarray(arr, dtype=_DTYPE)

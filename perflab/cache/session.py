@@ -161,7 +161,7 @@ class SessionStore:
         now = self._now_ms()
         fields = _encode_fields(data or {})
         keys = [self._session(digest_, token), self._index(digest_)]
-        args: list[Any] = [now, self._ttl_ms, self._abs_ms, token, _utf8(str(user_id)), *fields]
+        args: list[Any] = [now, self._ttl_ms, self._abs_ms, token, _utf8(user_id), *fields]
         self.manager.call(
             "session.create", lambda c: self._create(keys=keys, args=args, client=c), None, fail_open=False
         )

@@ -30,6 +30,7 @@ from perflab.images import ImagePipeline
 from perflab.images.storage import LocalStorage
 from perflab.servers import endpoints
 from perflab.service.auth import SessionAuth
+from perflab.service.embedding import CachedEmbedder
 from perflab.service.history import SearchHistoryWriter
 from perflab.service.metrics import ServiceMetrics, Totals
 from perflab.service.search import SearchService
@@ -81,11 +82,11 @@ class ServiceContext:
             absolute_ttl=settings.session_absolute_s,
         )
         history = SearchHistoryWriter(pool, popularity=search_cache)
+        cached_embedder = CachedEmbedder(embedder, embedding_cache)
         search = SearchService(
             pool=pool,
             vectors=VectorSearch(pool, dim=settings.embedding_dim),
-            embedder=embedder,
-            embedding_cache=embedding_cache,
+            embedder=cached_embedder,
             search_cache=search_cache,
             history=history,
         )
@@ -94,7 +95,7 @@ class ServiceContext:
             pool=pool,
             pipeline=ImagePipeline(),
             storage=storage,
-            search=search,
+            embedder=cached_embedder,
             search_cache=search_cache,
             invalidator=Invalidator(cache),
         )
@@ -133,12 +134,7 @@ class ServiceContext:
         connections. A failure is logged, not fatal: cached searches need neither."""
         t0 = time.perf_counter()
         try:
-            warm = getattr(self.embedder, "warm", None)
-            if callable(warm):
-                warm()
-            else:
-                for text in ("warm up", "a short query to warm the embedder"):
-                    self.embedder.embed([text])
+            self.embedder.warm()
         except Exception as exc:
             _log.warning("embedder warm-up failed (%s): the first searches will load it", exc)
         try:
