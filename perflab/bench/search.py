@@ -25,12 +25,11 @@ import orjson
 
 from perflab.cache import CacheManager, make_redis
 from perflab.config import Settings
-from perflab.db import connect, migrate, seed_library
+from perflab.db import seeded_email
 from perflab.db.vocabulary import QueryVocabulary
-from perflab.embed import make_embedder
+from perflab.lab.harness import ServiceProcess, seed_schema
 from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
 from perflab.servers import endpoints
-from perflab.service.server import ServiceProcess
 
 
 @dataclass(frozen=True)
@@ -55,13 +54,7 @@ def bench_settings(settings: Settings, rows: int) -> Settings:
 
 def prepare_library(settings: Settings, cfg: SearchBenchConfig, *, progress: bool = False) -> dict[str, Any]:
     """Seed (or find) the bench library; returns what was seeded and how long it took."""
-    ep = endpoints(settings)
-    with connect(settings, ep.database_url) as conn:
-        migrate(conn, settings)
-        result = seed_library(
-            settings, conn, media=cfg.rows, users=cfg.users, seed=cfg.seed,
-            embedder=make_embedder(settings), progress=progress,
-        )  # fmt: skip
+    result = seed_schema(settings, media=cfg.rows, users=cfg.users, seed=cfg.seed, progress=progress)
     return {"created": result.created, "seconds": round(result.elapsed_s, 1), "largest_user": result.sizes[0]}
 
 
@@ -118,7 +111,7 @@ class _Clients:
         if conn is None:
             with self._lock:
                 user = self._rng.randint(1, self.users)
-            conn = self._local.conn = _Connection(self.url, f"user{user}@example.com")
+            conn = self._local.conn = _Connection(self.url, seeded_email(user))
             with self._lock:
                 self.all.append(conn)
         return conn
@@ -172,16 +165,9 @@ class SearchBench:
         )
         self.seeded = prepare_library(self.settings, self.cfg)
         clear_cache(self.settings)
-        s = self.settings
-        env = {  # the service must embed queries with the model the library was seeded with
-            "PERFLAB_DB_SCHEMA": s.db_schema,
-            "PERFLAB_KEY_PREFIX": s.key_prefix,
-            "PERFLAB_HOME": str(s.home),
-            "PERFLAB_EMBEDDER": s.embedder,
-            "PERFLAB_EMBEDDING_DIM": str(s.embedding_dim),
-        }
+        # On the bench's own settings: the service embeds queries with the model the library was seeded with.
         log_path = Path(self.settings.home) / "bench-search-serve.log"
-        self._svc = ServiceProcess(workers=self.cfg.serve_workers, env=env, log=log_path).start()
+        self._svc = ServiceProcess(self.settings, workers=self.cfg.serve_workers, log=log_path).start()
         warmup = _Clients(self.url, self.cfg.users, self.cfg.seed)
         run_closed(_search(warmup, lambda i: f"warmup query {i}", None), concurrency=4, requests=32)
         warmup.close()

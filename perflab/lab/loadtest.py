@@ -19,7 +19,7 @@ from typing import Any
 
 from perflab.config import Settings, project_root
 from perflab.errors import PerflabError
-from perflab.servers.ports import free_port
+from perflab.net import free_port
 
 
 @dataclass
@@ -108,7 +108,7 @@ def run_locust(
 
 
 def loadtest(settings: Settings, argv: list[str]) -> int:
-    from perflab.service.server import ServiceProcess
+    from perflab.lab.harness import ServiceProcess
 
     parser = argparse.ArgumentParser(
         prog="perflab loadtest", description="Locust, headless, into a report folder"
@@ -138,7 +138,7 @@ def loadtest(settings: Settings, argv: list[str]) -> int:
         result = run_locust(args.host, out, **kwargs)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        with ServiceProcess(workers=args.serve_workers, log=out / "serve.log") as svc:
+        with ServiceProcess(settings, workers=args.serve_workers, log=out / "serve.log") as svc:
             result = run_locust(svc.url, out, **kwargs)
     total = result.summary.get("hdr_total", {})
     print(
