@@ -25,9 +25,9 @@ import orjson
 
 from perflab.cache import CacheManager, make_redis
 from perflab.config import Settings
-from perflab.db import seeded_email
+from perflab.db import SeedResult, seeded_email
 from perflab.db.vocabulary import QueryVocabulary
-from perflab.lab.harness import ServiceProcess, seed_schema
+from perflab.lab.harness import SeededService, seed_schema
 from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
 from perflab.servers import endpoints
 
@@ -54,7 +54,10 @@ def bench_settings(settings: Settings, rows: int) -> Settings:
 
 def prepare_library(settings: Settings, cfg: SearchBenchConfig, *, progress: bool = False) -> dict[str, Any]:
     """Seed (or find) the bench library; returns what was seeded and how long it took."""
-    result = seed_schema(settings, media=cfg.rows, users=cfg.users, seed=cfg.seed, progress=progress)
+    return _seeded(seed_schema(settings, media=cfg.rows, users=cfg.users, seed=cfg.seed, progress=progress))
+
+
+def _seeded(result: SeedResult) -> dict[str, Any]:
     return {"created": result.created, "seconds": round(result.elapsed_s, 1), "largest_user": result.sizes[0]}
 
 
@@ -156,18 +159,22 @@ class SearchBench:
         self.vocab = list(QueryVocabulary(cfg.seed).queries)
         self.warm_set = self.vocab[:50]
         self._cold_next = 0
-        self._svc: ServiceProcess | None = None
+        self._svc: SeededService | None = None
         self.seeded: dict[str, Any] = {}
 
     def __enter__(self) -> SearchBench:
         self.log(
             f"seeding {self.cfg.rows} media for {self.cfg.users} users (schema {self.settings.db_schema}) ..."
         )
-        self.seeded = prepare_library(self.settings, self.cfg)
-        clear_cache(self.settings)
+        cfg = self.cfg
         # On the bench's own settings: the service embeds queries with the model the library was seeded with.
-        log_path = Path(self.settings.home) / "bench-search-serve.log"
-        self._svc = ServiceProcess(self.settings, workers=self.cfg.serve_workers, log=log_path).start()
+        self._svc = SeededService(
+            self.settings, media=cfg.rows, users=cfg.users, seed=cfg.seed, workers=cfg.serve_workers,
+            log=Path(self.settings.home) / "bench-search-serve.log",
+        ).start()  # fmt: skip
+        assert self._svc.seeded is not None
+        self.seeded = _seeded(self._svc.seeded)
+        clear_cache(self.settings)
         warmup = _Clients(self.url, self.cfg.users, self.cfg.seed)
         run_closed(_search(warmup, lambda i: f"warmup query {i}", None), concurrency=4, requests=32)
         warmup.close()

@@ -161,7 +161,7 @@ class SeededService:
         progress: bool = False,
     ) -> None:
         self.settings = settings
-        self.library = {"media": media, "users": users, "seed": seed}
+        self.media, self.users, self.seed = media, users, seed
         self.workers = workers
         self.log = log
         self._embedder = embedder
@@ -170,9 +170,8 @@ class SeededService:
         self.process: ServiceProcess | None = None
 
     def start(self) -> SeededService:
-        lib = self.library
         self.seeded = seed_schema(
-            self.settings, media=lib["media"], users=lib["users"], seed=lib["seed"],
+            self.settings, media=self.media, users=self.users, seed=self.seed,
             embedder=self._embedder, progress=self._progress,
         )  # fmt: skip
         self.process = ServiceProcess(self.settings, workers=self.workers, log=self.log).start()
