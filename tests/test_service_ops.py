@@ -11,13 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import service_env
 
 from perflab.config import Settings
 from perflab.errors import ConfigError
+from perflab.lab.harness import ServiceProcess
 from perflab.service.metrics import Readiness, readiness_of, write_serve_info
 from perflab.service.secrets import check_secrets, load_secret
-from perflab.service.server import ServiceProcess
 
 PERFLAB = [sys.executable, "-m", "perflab.cli"]
 STAGING = {"redis_url": "redis://127.0.0.1:1/0", "database_url": "postgresql://u:pw@127.0.0.1:1/x"}
@@ -105,8 +104,8 @@ def _signed_in(url: str, email: str) -> httpx.Client:
 
 def test_health_and_metrics_sum_over_workers(svc_settings: Settings, tmp_path: Path) -> None:
     """2 workers: /health's counts are every worker's, whichever worker answers."""
-    env = service_env(svc_settings, tmp_path / "media")
-    with ServiceProcess(workers=2, env=env, log=tmp_path / "serve.log") as svc:
+    on = svc_settings.replace(embedder="hashing", media_root=tmp_path / "media")
+    with ServiceProcess(on, workers=2, log=tmp_path / "serve.log") as svc:
         first = httpx.get(svc.url + "/health").json()
         assert first["status"] == "ok" and first["workers"] == {"expected": 2, "ready": 2}
         user = _signed_in(svc.url, "user2@example.com")

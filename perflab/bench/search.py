@@ -26,14 +26,13 @@ import orjson
 from perflab.bench.contract import Phase, PhaseRecord, Result, cli, estimate, interleave, percentile_estimate
 from perflab.cache import CacheManager, make_redis
 from perflab.config import Settings
-from perflab.db import connect, migrate, seed_library
+from perflab.db import SeedResult, seeded_email
 from perflab.db.vocabulary import QueryVocabulary
-from perflab.embed import make_embedder
 from perflab.lab.cpu import Source, lab_sources
+from perflab.lab.harness import SeededService, seed_schema
 from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
 from perflab.lab.provenance import collect
 from perflab.servers import endpoints
-from perflab.service.server import ServiceProcess
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,10 @@ def bench_settings(settings: Settings, rows: int) -> Settings:
 
 def prepare_library(settings: Settings, cfg: Config, *, progress: bool = False) -> dict[str, Any]:
     """Seed (or find) the bench library; returns what was seeded and how long it took."""
-    ep = endpoints(settings)
-    with connect(settings, ep.database_url) as conn:
-        migrate(conn, settings)
-        result = seed_library(
-            settings, conn, media=cfg.rows, users=cfg.users, seed=cfg.seed,
-            embedder=make_embedder(settings), progress=progress,
-        )  # fmt: skip
+    return _seeded(seed_schema(settings, media=cfg.rows, users=cfg.users, seed=cfg.seed, progress=progress))
+
+
+def _seeded(result: SeedResult) -> dict[str, Any]:
     return {"created": result.created, "seconds": round(result.elapsed_s, 1), "largest_user": result.sizes[0]}
 
 
@@ -125,7 +121,7 @@ class _Clients:
         if conn is None:
             with self._lock:
                 user = self._rng.randint(1, self.users)
-            conn = self._local.conn = _Connection(self.url, f"user{user}@example.com")
+            conn = self._local.conn = _Connection(self.url, seeded_email(user))
             with self._lock:
                 self.all.append(conn)
         return conn
@@ -168,7 +164,7 @@ class SearchBench:
         self.vocab = list(QueryVocabulary(cfg.seed).queries)
         self.warm_set = self.vocab[:50]
         self._cold_next = 0
-        self._svc: ServiceProcess | None = None
+        self._svc: SeededService | None = None
         self._sources: dict[str, Source] = {}
         self._primed: set[int] = set()
         self.seeded: dict[str, Any] = {}
@@ -178,20 +174,17 @@ class SearchBench:
         self.log(
             f"seeding {self.cfg.rows} media for {self.cfg.users} users (schema {self.settings.db_schema}) ..."
         )
-        self.seeded = prepare_library(self.settings, self.cfg)
+        cfg = self.cfg
+        # On the bench's own settings: the service embeds queries with the model the library was seeded with.
+        self._svc = SeededService(
+            self.settings, media=cfg.rows, users=cfg.users, seed=cfg.seed, workers=cfg.serve_workers,
+            log=Path(self.settings.home) / "bench-search-serve.log",
+        ).start()  # fmt: skip
+        assert self._svc.seeded is not None
+        self.seeded = _seeded(self._svc.seeded)
         clear_cache(self.settings)
-        s = self.settings
-        env = {  # the service must embed queries with the model the library was seeded with
-            "PERFLAB_DB_SCHEMA": s.db_schema,
-            "PERFLAB_KEY_PREFIX": s.key_prefix,
-            "PERFLAB_HOME": str(s.home),
-            "PERFLAB_EMBEDDER": s.embedder,
-            "PERFLAB_EMBEDDING_DIM": str(s.embedding_dim),
-        }
-        log_path = Path(self.settings.home) / "bench-search-serve.log"
-        self._svc = ServiceProcess(workers=self.cfg.serve_workers, env=env, log=log_path).start()
-        assert self._svc.proc is not None
-        self._sources = lab_sources(self.settings, self._svc.proc.pid)
+        assert self._svc.process is not None and self._svc.process.proc is not None
+        self._sources = lab_sources(self.settings, self._svc.process.proc.pid)
         warmup = _Clients(self.url, self.cfg.users, self.cfg.seed)
         run_closed(_search(warmup, lambda i: f"warmup query {i}", None), concurrency=4, requests=32)
         warmup.close()

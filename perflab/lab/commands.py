@@ -85,7 +85,7 @@ def compare(settings: Settings, argv: list[str]) -> int:
 
 
 def loadtest(settings: Settings, argv: list[str]) -> int:
-    from perflab.service.server import ServiceProcess
+    from perflab.lab.harness import ServiceProcess
 
     parser = argparse.ArgumentParser(
         prog="perflab loadtest", description="Locust, headless, into a report folder"
@@ -115,7 +115,7 @@ def loadtest(settings: Settings, argv: list[str]) -> int:
         result = run_locust(args.host, out, **kwargs)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        with ServiceProcess(workers=args.serve_workers, log=out / "serve.log") as svc:
+        with ServiceProcess(settings, workers=args.serve_workers, log=out / "serve.log") as svc:
             result = run_locust(svc.url, out, **kwargs)
     if not result.summary:
         lines = (out / "locust.log").read_text(errors="replace").strip().splitlines()
