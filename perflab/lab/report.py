@@ -28,6 +28,7 @@ from perflab.errors import ConfigError
 from perflab.lab import calibrate, slo
 from perflab.lab.cpu import ProcessTree, Source, server_sources
 from perflab.lab.figures import FIGURES_ENV, gather
+from perflab.lab.history import write_history
 from perflab.lab.phase import Phase
 from perflab.lab.provenance import collect
 
@@ -169,6 +170,7 @@ def run_report(
     (folder / "slo.json").write_text(json.dumps(slo.as_rows(result.verdicts), indent=1))
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     write_index(reports_dir)
+    write_history(reports_dir)
     return result
 
 
