@@ -39,7 +39,7 @@ def status(settings: Settings, argv: list[str]) -> int:
         print(json.dumps({
             "embedded": ep.embedded,
             "redis": {"url": redis.url, "version": redis.version},
-            "postgres": {"url": pg.url, "version": pg.version, "pgvector": pg.detail["pgvector"]},
+            "postgres": {"url": pg.url, "version": pg.version, **pg.detail},
         }))  # fmt: skip
     else:
         print(f"redis     {redis.url}  Redis {redis.version}")
