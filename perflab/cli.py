@@ -79,6 +79,12 @@ def _loadtest(settings: Settings, argv: list[str]) -> int:
     return loadtest(settings, argv)
 
 
+def _lab(settings: Settings, argv: list[str]) -> int:
+    from perflab.lab.jupyter import lab
+
+    return lab(settings, argv)
+
+
 def _corpus(settings: Settings, argv: list[str]) -> int:
     from perflab.images.corpus import main
 
@@ -107,6 +113,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command(_serve, "run the search HTTP service (uvicorn, several workers)"),
     "loadtest": Command(_loadtest, "Locust scenarios headless (local or distributed) into reports/", "lab"),
     "compare": Command(_compare, "regressions beyond noise between two report runs", "lab"),
+    "lab": Command(_lab, "JupyterLab on notebooks/, on loopback, with a token (`make lab`)", "lab"),
     "corpus": Command(_corpus, "build the image corpora under data/ (photos, bad files)", "lab"),
     "bench": Command(_bench, "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }
