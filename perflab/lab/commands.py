@@ -9,7 +9,7 @@ from pathlib import Path
 from perflab.config import Settings, project_root
 from perflab.errors import PerflabError
 from perflab.lab.loadtest import run_locust
-from perflab.lab.report import run_report
+from perflab.lab.report import parse_overrides, run_report
 
 
 def report(settings: Settings, argv: list[str]) -> int:
@@ -19,6 +19,10 @@ def report(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--slo", type=Path, help="SLO file (default notebooks/slo.toml)")
     parser.add_argument("--reports", type=Path, help="reports folder (default reports/)")
     parser.add_argument("--run-id", help="folder name under reports/ (default: UTC time + profile)")
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="override a parameter of every selected notebook (use with --only); recorded in the manifest",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     result = run_report(
         settings,
@@ -27,6 +31,7 @@ def report(settings: Settings, argv: list[str]) -> int:
         slo_file=args.slo,
         reports_dir=args.reports,
         run_id=args.run_id,
+        overrides=parse_overrides(args.param),
     )
     failed = [v for v in result.verdicts if not v.passed]
     for v in result.verdicts:
