@@ -121,5 +121,7 @@ def loadtest(settings: Settings, argv: list[str]) -> int:
         f"rps {result.summary.get('rps', 0):.1f}, p50 {total.get('p50_ms')} ms, p95 {total.get('p95_ms')} ms "
         f"(HDR); breaches: {result.summary.get('breaches') or 'none'}"
     )
+    for scenario, row in result.summary.get("scenarios", {}).items():
+        print(f"  {scenario:<18} {row['users']:>4} users {row['requests']:>8} requests")
     print(f"loadtest: {out}/ (locust.html, locust_stats*.csv, locust_summary.json)")
     return result.exit_code
