@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import httpx
 
 from perflab.config import Settings
 from perflab.errors import PerflabError
+from perflab.servers.lifetime import die_with_parent, owned_env
 from perflab.servers.ports import free_port
 
 APP_FACTORY = "perflab.service.app:create_app_from_env"
@@ -42,16 +44,19 @@ def serve(settings: Settings, argv: list[str]) -> int:
     # Share the cores between workers: N workers each running torch on every core oversubscribe them.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.workers))))
     print(f"perflab serve: http://{args.host}:{args.port} ({args.workers} workers)", flush=True)
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+    finally:  # issue 14.10: the run's metrics folder goes with it (also on SIGTERM, which uvicorn handles)
+        shutil.rmtree(prom, ignore_errors=True)
     return 0
 
 
@@ -89,10 +94,11 @@ class ServiceProcess:
                 "--workers",
                 str(self.workers),
             ],
-            env=self.env,
+            env=owned_env(self.env),  # issue 14.10: serve and its workers die with their parent
             stdout=out,
             stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
