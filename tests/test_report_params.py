@@ -5,6 +5,7 @@ recorded in the manifest. And a notebook's tqdm progress bar leaves no IProgress
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -113,3 +114,25 @@ def test_progress_bar_in_a_notebook_leaves_no_iprogress_warning(tmp_path: Path) 
     papermill.execute_notebook(str(source), str(out), kernel_name="python3", progress_bar=False)
     text = json.dumps(nbformat.read(out, as_version=4).cells[0].outputs)
     assert "IProgress" not in text and "ipywidgets" not in text, text[:500]
+
+
+def test_standalone_notebook_records_into_a_scratch_run_folder(tmp_path: Path) -> None:
+    code = (
+        "from perflab.lab import record\nfrom perflab.lab.figures import run_folder\n"
+        "record('demo.value', 3)\nrecord('demo.other', [1, 2])\nprint(run_folder(''))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PERFLAB_FIGURES_FILE"}
+    env.update(PYTHONPATH=str(ROOT), JPY_SESSION_NAME=str(tmp_path / "07_demo.ipynb"))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    said, folder = r.stdout.strip().splitlines()
+    run = Path(folder)
+    try:
+        assert said == f"perflab: not run by `perflab report`: figures and files go to {run}/"
+        assert run.parent == ROOT / "reports" and run.name.startswith("scratch-")
+        assert json.loads((run / "figures" / "07_demo.json").read_text()) == {
+            "demo.other": [1, 2],
+            "demo.value": 3,
+        }
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
