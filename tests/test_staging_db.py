@@ -50,7 +50,9 @@ def restricted_db(servers: Endpoints) -> Iterator[tuple[str, str]]:
 def _perflab(role_url: str, redis_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERFLAB_")}
     env.update(PYTHONPATH=str(ROOT), PERFLAB_DATABASE_URL=role_url, PERFLAB_REDIS_URL=redis_url,
-               PERFLAB_DB_SCHEMA="perflab")  # fmt: skip
+               PERFLAB_DB_SCHEMA="perflab",
+               # staging's signing keys, so that `serve` gets as far as the database
+               PERFLAB_SESSION_SECRET=uuid.uuid4().hex, PERFLAB_CDN_SIGNING_KEY=uuid.uuid4().hex)  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "perflab.cli", *argv], env=env, capture_output=True, text=True, timeout=180
     )
