@@ -91,6 +91,12 @@ def _selftest(settings: Settings, argv: list[str]) -> int:
     return selftest(settings, argv)
 
 
+def _lab(settings: Settings, argv: list[str]) -> int:
+    from perflab.lab.jupyter import lab
+
+    return lab(settings, argv)
+
+
 def _corpus(settings: Settings, argv: list[str]) -> int:
     from perflab.lab.corpus import main
 
@@ -121,6 +127,7 @@ COMMANDS: dict[str, Command] = {
     "compare": Command(_compare, "regressions beyond noise between two report runs", "lab"),
     "history": Command(_history, "every headline figure across runs, with change points", "lab"),
     "selftest": Command(_selftest, "measure compare's A/A false-alarm and A/B detection rates", "lab"),
+    "lab": Command(_lab, "JupyterLab on notebooks/, on loopback, with a token (`make lab`)", "lab"),
     "corpus": Command(_corpus, "build the image corpora under data/ (photos, bad files)", "lab"),
     "bench": Command(_bench, "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from perflab.config import Settings, redact_url
+from perflab.servers.lifetime import leftovers
 from perflab.servers.probe import probe_postgres, probe_redis
 from perflab.servers.registry import endpoints, shutdown
 
@@ -35,14 +36,18 @@ def status(settings: Settings, argv: list[str]) -> int:
     ep = endpoints(settings, start=False)
     redis = probe_redis(ep.redis_url)
     pg = probe_postgres(ep.database_url)
+    left = leftovers()
     if args.json:
         print(json.dumps({
             "embedded": ep.embedded,
             "redis": {"url": redis.url, "version": redis.version},
-            "postgres": {"url": pg.url, "version": pg.version, "pgvector": pg.detail["pgvector"]},
+            "postgres": {"url": pg.url, "version": pg.version, **pg.detail},
+            "leftovers": [{"kind": x.kind, "what": x.what, "detail": x.detail} for x in left],
         }))  # fmt: skip
     else:
         print(f"redis     {redis.url}  Redis {redis.version}")
         print(f"postgres  {pg.url}  PostgreSQL {pg.version}, pgvector {pg.detail['pgvector']}")
         print("mode      " + ("embedded (perflab up/down)" if ep.embedded else "staging"))
+        for x in left:  # issue 14.10: what earlier runs left behind
+            print(f"left      {x.kind:<8} {x.what}  ({x.detail})")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -42,16 +43,19 @@ def serve(settings: Settings, argv: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.workers))))
     print(f"perflab serve: http://{args.host}:{args.port} ({args.workers} workers) starting", flush=True)
     threading.Thread(target=_report_ready, args=(prom, args.workers), daemon=True).start()
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+    finally:  # issue 14.10: the run's metrics folder goes with it (also on SIGTERM, which uvicorn handles)
+        shutil.rmtree(prom, ignore_errors=True)
     return 0
 
 
