@@ -38,6 +38,7 @@ class RedisServer:
     # The seed's production settings: an append-only file fsynced every second, so sessions survive a
     # Redis restart (caches would not need it; sessions do).
     appendonly: bool = True
+    extra_args: tuple[str, ...] = ()  # e.g. the cluster options of an EmbeddedCluster node
 
     @property
     def url(self) -> str:
@@ -81,6 +82,7 @@ class RedisServer:
             "--maxmemory", self.maxmemory,
             "--maxmemory-policy", "allkeys-lru",
             "--maxclients", "10000",
+            *self.extra_args,
         ]  # fmt: skip
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
         deadline = time.monotonic() + timeout

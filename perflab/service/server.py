@@ -35,6 +35,7 @@ def serve(settings: Settings, argv: list[str]) -> int:
     from perflab.servers import endpoints
 
     ep = endpoints(settings)  # start the embedded servers once, before the workers race to
+    _refuse_cluster_node(settings, ep.redis_url)
     with connect(settings, ep.database_url) as conn:
         migrate(conn, settings)
     prom = Path(tempfile.mkdtemp(prefix="perflab-prom-"))
@@ -53,6 +54,17 @@ def serve(settings: Settings, argv: list[str]) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _refuse_cluster_node(settings: Settings, url: str) -> None:
+    """A plain URL at a cluster node: a one-line error now, not MOVED losses in every worker later."""
+    from perflab.cache import check_not_cluster_node, make_redis
+
+    client = make_redis(settings, url)
+    try:
+        check_not_cluster_node(client, url)
+    finally:
+        client.close()
 
 
 class ServiceProcess:
