@@ -168,3 +168,14 @@ def service(svc_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     media = tmp_path_factory.mktemp("media")
     with ServiceProcess(workers=1, env=service_env(svc_settings, media), log=media / "serve.log") as svc:
         yield svc
+
+
+@pytest.fixture(scope="session")
+def cluster_service(
+    svc_settings: Settings, cluster_servers: Endpoints, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """`perflab serve` (two workers) on the seeded schema with the embedded cluster as its Redis."""
+    media = tmp_path_factory.mktemp("media-cluster")
+    env = service_env(svc_settings, media, PERFLAB_REDIS_CLUSTER="1")
+    with ServiceProcess(workers=2, env=env, log=media / "serve.log") as svc:
+        yield svc
