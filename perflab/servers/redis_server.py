@@ -42,6 +42,7 @@ class RedisServer:
     # not a daemon that outlives it. The shared embedded servers daemonize.
     daemonize: bool = True
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
+    extra_args: tuple[str, ...] = ()  # e.g. the cluster options of an EmbeddedCluster node
 
     @property
     def url(self) -> str:
@@ -87,6 +88,7 @@ class RedisServer:
             "--maxmemory", self.maxmemory,
             "--maxmemory-policy", "allkeys-lru",
             "--maxclients", "10000",
+            *self.extra_args,
         ]  # fmt: skip
         if self.daemonize:
             subprocess.run(

@@ -31,6 +31,7 @@ def serve(settings: Settings, argv: list[str]) -> int:
     from perflab.servers import endpoints
 
     ep = endpoints(settings)  # start the embedded servers once, before the workers race to
+    _refuse_cluster_node(settings, ep.redis_url)
     with connect(settings, ep.database_url) as conn:
         migrate(conn, settings)
     prom = Path(tempfile.mkdtemp(prefix="perflab-prom-"))
@@ -57,6 +58,17 @@ def serve(settings: Settings, argv: list[str]) -> int:
     finally:  # issue 14.10: the run's metrics folder goes with it (also on SIGTERM, which uvicorn handles)
         shutil.rmtree(prom, ignore_errors=True)
     return 0
+
+
+def _refuse_cluster_node(settings: Settings, url: str) -> None:
+    """A plain URL at a cluster node: a one-line error now, not MOVED losses in every worker later."""
+    from perflab.cache import check_not_cluster_node, make_redis
+
+    client = make_redis(settings, url)
+    try:
+        check_not_cluster_node(client, url)
+    finally:
+        client.close()
 
 
 def _report_ready(prom: Path, workers: int) -> None:
