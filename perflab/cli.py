@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "compare": ("perflab.lab.commands:compare", "regressions beyond noise between two report runs"),
     "corpus": ("perflab.images.corpus:main", "build the image corpora under data/ (photos, bad files)"),
+    "embed": ("perflab.embed.commands:main", "export the ONNX MiniLM model once (needs the ml extra)"),
     "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }
 
