@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from perflab.lab.harness import ServiceProcess
 from perflab.lab.loadtest import read_run, run_locust
-from perflab.service.server import ServiceProcess
 
 
 def test_distributed_run_merges_worker_histograms(service: ServiceProcess, tmp_path: Path) -> None:

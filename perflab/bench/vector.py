@@ -42,6 +42,7 @@ from perflab.db import (
     migrate,
 )
 from perflab.db.vector import EXACT_THRESHOLD
+from perflab.db.versions import server_versions
 from perflab.servers.registry import endpoints
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000, 4000, 8000)
@@ -181,9 +182,7 @@ def run(
                 (schema,),
             ).fetchall()
         )
-        versions = conn.execute(
-            "SELECT current_setting('server_version'), (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
-        ).fetchone()
+        versions = server_versions(conn)
         hnsw_opts = conn.execute(
             "SELECT reloptions FROM pg_class WHERE relname = 'idx_media_embeddings_hnsw' AND relnamespace = %s::regnamespace",
             (schema,),
@@ -322,8 +321,8 @@ def run(
             "hnsw_options": hnsw_opts[0] if hnsw_opts else None,
         },
         "server": {
-            "postgres": versions[0] if versions else None,
-            "pgvector": versions[1] if versions else None,
+            "postgres": versions.postgres,
+            "pgvector": versions.pgvector,
             "cpus": os.cpu_count(),
             "loadavg_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
         },

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from perflab.errors import ServiceUnavailable
-from perflab.servers.ports import port_open
+from perflab.net import port_open, wait_until
 
 
 def redis_binary() -> Path:
@@ -83,11 +82,8 @@ class RedisServer:
             "--maxclients", "10000",
         ]  # fmt: skip
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_running():
-                return
-            time.sleep(0.02)
+        if wait_until(self.is_running, timeout=timeout, interval=0.02):
+            return
         log = (self.directory / "redis.log").read_text(errors="replace")[-500:]
         raise ServiceUnavailable("Redis", self.url, "did not start", f"see {self.directory}/redis.log: {log}")
 
@@ -96,9 +92,8 @@ class RedisServer:
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid() is None and not port_open(self.port):
-                return
-            time.sleep(0.02)
+        if wait_until(
+            lambda: self.pid() is None and not port_open(self.port), timeout=timeout, interval=0.02
+        ):
+            return
         os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,28 @@
+"""What the server runs: PostgreSQL's version and pgvector's (installed in this database, and on disk).
+
+One query for the service's health check, `perflab status` and the vector bench's provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perflab.db.pool import PoolOrConn, borrow
+
+
+@dataclass(frozen=True)
+class ServerVersions:
+    postgres: str
+    pgvector: str | None  # the extension installed in this database, None when it is not
+    pgvector_available: str | None  # the version CREATE EXTENSION would install, None without one
+
+
+def server_versions(source: PoolOrConn) -> ServerVersions:
+    with borrow(source) as conn:
+        row = conn.execute(
+            "SELECT current_setting('server_version'),"
+            " (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
+            " (SELECT default_version FROM pg_available_extensions WHERE name = 'vector')"
+        ).fetchone()
+    assert row is not None
+    return ServerVersions(str(row[0]), row[1], row[2])
