@@ -115,6 +115,12 @@ def _bench(settings: Settings, argv: list[str]) -> int:
     return main(settings, argv)
 
 
+def _embed(settings: Settings, argv: list[str]) -> int:
+    from perflab.embed.commands import main
+
+    return main(settings, argv)
+
+
 COMMANDS: dict[str, Command] = {
     "up": Command(_up, "start the embedded Redis and PostgreSQL (no-op on staging)"),
     "down": Command(_down, "stop the embedded servers"),
@@ -129,6 +135,7 @@ COMMANDS: dict[str, Command] = {
     "selftest": Command(_selftest, "measure compare's A/A false-alarm and A/B detection rates", "lab"),
     "lab": Command(_lab, "JupyterLab on notebooks/, on loopback, with a token (`make lab`)", "lab"),
     "corpus": Command(_corpus, "build the image corpora under data/ (photos, bad files)", "lab"),
+    "embed": Command(_embed, "export the ONNX MiniLM model once (the export needs the ml extra)"),
     "bench": Command(_bench, "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }
 
