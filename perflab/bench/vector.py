@@ -171,12 +171,12 @@ def run(
             progress=False,
         )
         t0 = time.perf_counter()
-        conn.execute("REINDEX INDEX idx_media_embeddings_user")
+        conn.execute("REINDEX INDEX idx_media_embeddings_filter")
         btree_s = time.perf_counter() - t0
         size = dict(
             conn.execute(
                 "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c"
-                " WHERE c.relname IN ('idx_media_embeddings_hnsw', 'idx_media_embeddings_user')"
+                " WHERE c.relname IN ('idx_media_embeddings_hnsw', 'idx_media_embeddings_filter')"
                 " AND c.relnamespace = %s::regnamespace",
                 (schema,),
             ).fetchall()
@@ -241,7 +241,7 @@ def run(
                     "ef_search": None,
                     **r,
                     "build_s": round(btree_s, 3),
-                    "index_mb": round(size.get("idx_media_embeddings_user", 0) / 2**20, 2),
+                    "index_mb": round(size.get("idx_media_embeddings_filter", 0) / 2**20, 2),
                 }
             )
             for ef in efs:

@@ -26,7 +26,7 @@ class IndexSpec:
         ) + sql.SQL(self.body)  # body is a constant of this module or a test
 
 
-# The seed's createOptimalIndexes, plus the btree the exact per-user vector path needs.
+# The seed's createOptimalIndexes, plus the covering btree vector search counts and reads filters with.
 SEED_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("idx_users_activity", "users", "(last_login_at DESC, created_at DESC)"),
     IndexSpec("idx_media_files_user_status", "media_files", "(user_id, status, uploaded_at DESC)"),
@@ -36,7 +36,11 @@ SEED_INDEXES: tuple[IndexSpec, ...] = (
         "(status, created_at DESC) WHERE status IN ('pending', 'processing')",
     ),
     IndexSpec("idx_search_history_user_created", "search_history", "(user_id, created_at DESC)"),
-    IndexSpec("idx_media_embeddings_user", "media_embeddings", "(user_id)"),
+    IndexSpec(
+        "idx_media_embeddings_filter",
+        "media_embeddings",
+        "(user_id, media_type, uploaded_at) INCLUDE (status) WHERE is_primary",
+    ),
 )
 
 
