@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Locust scenarios headless (local or distributed) into reports/",
     ),
     "compare": ("perflab.lab.commands:compare", "regressions beyond noise between two report runs"),
+    "history": ("perflab.lab.history:history", "every headline figure across runs, with change points"),
+    "selftest": (
+        "perflab.lab.selftest:selftest",
+        "measure compare's A/A false-alarm and A/B detection rates",
+    ),
     "corpus": ("perflab.images.corpus:main", "build the image corpora under data/ (photos, bad files)"),
     "bench": ("perflab.bench:main", "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }

@@ -1,6 +1,7 @@
 """Benchmarks: `perflab bench NAME [--json]`. Each prints figures measured side by side in one run.
 
-Each module here exposes `main(settings, argv) -> int` and parses its own options.
+Each module here exposes `main(settings, argv) -> int`; see perflab/bench/contract.py for the one
+measurement contract (Config + run(settings, cfg) -> Result) they follow. `contract` itself is no benchmark.
 """
 
 from __future__ import annotations
@@ -11,9 +12,15 @@ import sys
 
 from perflab.config import Settings
 
+_NOT_BENCHES = {"contract"}
+
 
 def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules(__path__)
+        if not m.name.startswith("_") and m.name not in _NOT_BENCHES
+    )
 
 
 def main(settings: Settings, argv: list[str]) -> int:
