@@ -388,3 +388,13 @@ class VectorSearch:
             index, _ = self._schema_index(conn)
             matches, _ = self._matches(conn, uid, names, {"u": uid, **fparams})
         return "exact" if matches <= self.exact_threshold or index is None else "hnsw"
+
+
+def raw_knn_sql(index: IndexKind, dim: int) -> str:
+    """The plain pgvector statement a hand-written loop would send (the bench's baseline): ids only,
+    the user and status as conditions, ORDER BY the index's expression, LIMIT k; no re-rank, no join."""
+    rank = VectorIndex(index, dim if index == "halfvec" else None).rank_sql()
+    return (
+        "SELECT media_file_id FROM media_embeddings WHERE user_id = %(u)s AND is_primary"
+        f" AND status = 'completed' ORDER BY {rank} LIMIT %(k)s"
+    )
