@@ -160,7 +160,10 @@ class SearchCache:
         )
         if reply is None:
             return CachedSearch(None, None)
-        gen, data = reply
+        return self.decode(reply[0], reply[1])
+
+    def decode(self, gen: bytes | None, data: bytes | None) -> CachedSearch:
+        """A lookup from the two values at `keys()` (read here or in a caller's own round trip)."""
         generation = _generation(gen)
         if not generation or data is None:
             self.manager.count(misses=1)

@@ -51,6 +51,10 @@ def serve(settings: Settings, argv: list[str]) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
+        # Named, not "auto": a missing uvloop/httptools (uvicorn[standard]) fails here rather than
+        # quietly doubling the CPU each request costs in the asyncio/h11 fallbacks.
+        loop="uvloop",
+        http="httptools",
     )
     return 0
 
