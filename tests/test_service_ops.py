@@ -134,3 +134,24 @@ def test_health_and_metrics_sum_over_workers(svc_settings: Settings, tmp_path: P
         text = httpx.get(svc.url + "/metrics").text
         assert f'perflab_search_cache_total{{result="hit"}} {float(searches - 3)}' in text
         assert "perflab_worker_ready" in text and 'perflab_cache_events_total{event="hits"}' in text
+
+
+def test_check_and_read_reads_only_for_the_sessions_own_user(cache_manager) -> None:  # type: ignore[no-untyped-def]
+    """The hot path's one round trip: session check + search-cache read. Another user's keys, a
+    session of another user, or a dead session read nothing."""
+    from perflab.cache import SearchCache, SessionStore
+
+    sessions = SessionStore(cache_manager, ttl=60, absolute_ttl=600)
+    cache = SearchCache(cache_manager, ttl=60)
+    alice, bob = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+    for user in (alice, bob):
+        gen = cache.lookup(user, "cats").generation
+        assert cache.set(user, "cats", None, [{"owner": user}], generation=gen)
+    a = sessions.create(alice)
+    keys_a, keys_b = list(cache.keys(alice, "cats")), list(cache.keys(bob, "cats"))
+    values = sessions.check_and_read(a.id, alice, keys_a)
+    assert values is not None and cache.decode(*values).results == [{"owner": alice}]
+    assert sessions.check_and_read(a.id, bob, keys_b) is None  # alice's session claiming bob
+    sessions.delete(a.id)
+    assert sessions.check_and_read(a.id, alice, keys_a) is None
+    assert sessions.check_and_read("not-a-session", alice, keys_a) is None

@@ -23,7 +23,6 @@ from perflab.cache import (
     check_not_cluster_node,
     make_redis,
 )
-from perflab.cache.stats import COUNTERS
 from perflab.cdn import UrlSigner
 from perflab.config import Settings
 from perflab.db import QueryOptimizer, VectorSearch, make_pool
@@ -150,9 +149,8 @@ class ServiceContext:
 
     def totals(self) -> Totals:
         """This worker's in-memory counts, for the metrics summed over workers."""
-        stats = self.cache.stats()
         return {
-            "perflab_cache_events": {name: getattr(stats, name) for name in COUNTERS},
+            "perflab_cache_events": self.cache.counts(),
             "perflab_search_history": {"written": self.history.written, "dropped": self.history.dropped},
         }
 

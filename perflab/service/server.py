@@ -54,6 +54,10 @@ def serve(settings: Settings, argv: list[str]) -> int:
             log_level=args.log_level,
             access_log=False,
             timeout_graceful_shutdown=5,
+            # Named, not "auto": a missing uvloop/httptools (uvicorn[standard]) fails here rather than
+            # quietly doubling the CPU each request costs in the asyncio/h11 fallbacks.
+            loop="uvloop",
+            http="httptools",
         )
     finally:  # issue 14.10: the run's metrics folder goes with it (also on SIGTERM, which uvicorn handles)
         shutil.rmtree(prom, ignore_errors=True)
