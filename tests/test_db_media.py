@@ -70,6 +70,27 @@ def test_bad_embedding_leaves_no_media_row(db_pool, db_conn, user) -> None:
 
 
 @pytest.mark.parametrize(
+    "bad",
+    [
+        unit(3) + 1j,  # the imaginary part would be dropped silently
+        [str(x) for x in unit(3)],  # numeric strings such as "0.05"
+        np.array([str(x) for x in unit(3)]),
+        unit(3).astype(object),
+        [True] * 384,
+        np.full(384, 1e39),  # beyond float32
+        np.append(unit(3)[:-1], np.inf),
+    ],
+    ids=["complex", "str-list", "str-array", "object", "bool", "overflow", "inf"],
+)
+def test_an_embedding_that_is_not_real_floats_is_refused(db_pool, db_conn, user, bad: object) -> None:
+    with pytest.raises(InvalidInput, match=r"real numbers|NaN or infinite"):
+        insert_media(db_pool, user, NewMedia(filename="x.jpg"), bad, model_name="test")
+    with pytest.raises(InvalidInput, match=r"real numbers|NaN or infinite"):
+        VectorSearch(db_pool).search(user, bad, k=5)
+    assert count(db_conn, "media_files", user) == 0
+
+
+@pytest.mark.parametrize(
     "media",
     [
         NewMedia(filename=""),

@@ -4,6 +4,7 @@ private Redis for the fail-open test)."""
 from __future__ import annotations
 
 import io
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -186,6 +187,9 @@ def own_redis_service(
         media_root=tmp_path / "media",
         redis_url=private_redis.url,
         database_url=servers.database_url,
+        # staging URLs: serve refuses to start without the keys
+        session_secret=secrets.token_hex(32),
+        cdn_signing_key=secrets.token_hex(32),
     )
     with ServiceProcess(on, workers=1, log=tmp_path / "serve.log") as svc:
         yield svc, private_redis

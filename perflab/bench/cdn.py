@@ -173,7 +173,7 @@ def main(settings: Settings, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     result = run(args.requests, args.skew, args.concurrency, args.seed)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
     else:
         lat = result["latency_ms"]
         print(

@@ -312,7 +312,7 @@ def main(settings: Settings, argv: list[str]) -> int:
         workers=args.workers,
     )
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
     else:
         _print_table(result)
     return 0

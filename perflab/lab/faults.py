@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -165,6 +166,9 @@ class FaultLab:
             home=self.workdir / "home",
             media_root=self.workdir / "media",
             embedder="hashing",
+            # staging-style URLs: serve refuses to start without keys shared by all its workers
+            session_secret=secrets.token_hex(32),
+            cdn_signing_key=secrets.token_hex(32),
         )
         seed_schema(
             self.settings, media=cfg.media, users=cfg.users, seed=cfg.seed,

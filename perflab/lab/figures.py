@@ -41,6 +41,17 @@ def record(name: str, value: Any, path: str | Path | None = None) -> Any:
     return value
 
 
+def record_estimate(name: str, est: Any, path: str | Path | None = None) -> float:
+    """Store a figure measured in trials (a perflab.lab.stats.Estimate): `name` is the median (what
+    slo.toml gates), beside it `name.trials` (what `perflab compare` tests), `name.ci95`, `name.samples`
+    and `name.status` ("ok" | "noisy" | "insufficient")."""
+    d = est.as_dict()
+    for suffix in ("trials", "ci95", "samples", "status"):
+        record(f"{name}.{suffix}", d[suffix], path)
+    record(name, d["median"], path)
+    return float(est.median)
+
+
 def gather(folder: Path) -> dict[str, Any]:
     """Merge every notebook's figures file under `folder` into one dict."""
     merged: dict[str, Any] = {}

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import redis
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from perflab.cache import (
     CacheManager,
@@ -20,6 +21,7 @@ from perflab.cache import (
     SessionStore,
     make_redis,
 )
+from perflab.cache.stats import COUNTERS
 from perflab.cdn import UrlSigner
 from perflab.config import Settings
 from perflab.db import QueryOptimizer, VectorSearch, make_pool
@@ -30,7 +32,7 @@ from perflab.servers import endpoints
 from perflab.service.auth import SessionAuth
 from perflab.service.embedding import CachedEmbedder
 from perflab.service.history import SearchHistoryWriter
-from perflab.service.metrics import ServiceMetrics
+from perflab.service.metrics import ServiceMetrics, Totals
 from perflab.service.search import SearchService
 from perflab.service.secrets import load_secret
 from perflab.service.upload import UploadService
@@ -123,9 +125,36 @@ class ServiceContext:
         threading.Thread(target=run, name="pool-check", daemon=True).start()
 
     def start(self) -> None:
+        """Load and warm what the first request would otherwise wait for, then report ready."""
         self.history.start()
+        self.warm()
+        self.metrics.start_sync(self.totals)
+        self.metrics.mark_ready()
+
+    def warm(self) -> None:
+        """The embedder (a model load of seconds, then its first, slower calls) and the pool's
+        connections. A failure is logged, not fatal: cached searches need neither."""
+        t0 = time.perf_counter()
+        try:
+            self.embedder.warm()
+        except Exception as exc:
+            _log.warning("embedder warm-up failed (%s): the first searches will load it", exc)
+        try:
+            self.pool.wait(timeout=10)
+        except PoolTimeout as exc:
+            _log.warning("database pool not filled at start: %s", exc)
+        _log.info("worker warm in %.2fs", time.perf_counter() - t0)
+
+    def totals(self) -> Totals:
+        """This worker's in-memory counts, for the metrics summed over workers."""
+        stats = self.cache.stats()
+        return {
+            "perflab_cache_events": {name: getattr(stats, name) for name in COUNTERS},
+            "perflab_search_history": {"written": self.history.written, "dropped": self.history.dropped},
+        }
 
     def close(self) -> None:
+        self.metrics.mark_gone()
         self.history.close()
         self.pool.close()
         self.redis.close()

@@ -7,6 +7,7 @@ existence is not confirmed). Query validation is `SearchRequest`'s alone; errors
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -157,20 +158,28 @@ def health(ctx: Ctx, detailed: bool = False) -> JSONResponse:
     except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
         checks["postgres"] = {"ok": False, "error": " ".join(str(exc).split())[:200]}
     checks["redis"] = {"ok": ctx.cache.healthy()}
+    ready = ctx.metrics.readiness()
     status = (
         "ok"
         if checks["postgres"]["ok"] and checks["redis"]["ok"]
         else ("degraded" if checks["postgres"]["ok"] else "down")
     )
-    body: dict[str, Any] = {"status": status}
+    if not ready.ok:  # some worker still loads its embedder: not ready for traffic
+        status = "starting"
+    body: dict[str, Any] = {"status": status, "workers": {"expected": ready.expected, "ready": ready.ready}}
     if detailed:
         body["checks"] = checks
         body["embedder"] = ctx.embedder.model_name
-        body["pool"] = ctx.pool.get_stats()
-        body["cache"] = ctx.cache.stats().as_dict()
-        body["history"] = {"written": ctx.history.written, "dropped": ctx.history.dropped}
-        body["pending_invalidations"] = len(ctx.uploads.pending)
-    return JSONResponse(body, 200 if status != "down" else 503)
+        body.update(ctx.metrics.health_summary())  # cache, history, search_cache: all workers
+        body["worker"] = {
+            "scope": "this worker only",
+            "pid": os.getpid(),
+            "pool": ctx.pool.get_stats(),
+            "cache": ctx.cache.stats().as_dict(),  # breaker and latency percentiles are per worker
+            "history": {"written": ctx.history.written, "dropped": ctx.history.dropped},
+            "pending_invalidations": len(ctx.uploads.pending),
+        }
+    return JSONResponse(body, 200 if status in ("ok", "degraded") else 503)
 
 
 def metrics(ctx: Ctx) -> Response:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from perflab.config import Settings
+from perflab.service.secrets import check_secrets
 
 APP_FACTORY = "perflab.service.app:create_app_from_env"
 
@@ -20,6 +23,7 @@ def serve(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    check_secrets(settings)  # staging without its keys: one line, before anything starts
     import uvicorn
 
     from perflab.db import connect, migrate
@@ -30,9 +34,14 @@ def serve(settings: Settings, argv: list[str]) -> int:
         migrate(conn, settings)
     prom = Path(tempfile.mkdtemp(prefix="perflab-prom-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    # Only now: prometheus-client picks in-memory or shared-file values once, when first imported.
+    from perflab.service.metrics import write_serve_info
+
+    write_serve_info(prom, args.workers)
     # Share the cores between workers: N workers each running torch on every core oversubscribe them.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.workers))))
-    print(f"perflab serve: http://{args.host}:{args.port} ({args.workers} workers)", flush=True)
+    print(f"perflab serve: http://{args.host}:{args.port} ({args.workers} workers) starting", flush=True)
+    threading.Thread(target=_report_ready, args=(prom, args.workers), daemon=True).start()
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -44,3 +53,13 @@ def serve(settings: Settings, argv: list[str]) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _report_ready(prom: Path, workers: int) -> None:
+    """One line once every worker has loaded and warmed its embedder (/health is 503 until then)."""
+    from perflab.service.metrics import wait_ready
+
+    t0 = time.monotonic()
+    state = wait_ready(prom, timeout_s=3600)
+    if state.ok:
+        print(f"perflab serve: ready, {workers} workers warm in {time.monotonic() - t0:.1f}s", flush=True)
