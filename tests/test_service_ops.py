@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import client as _client
 
 from perflab.config import Settings
 from perflab.errors import ConfigError
@@ -96,19 +97,13 @@ def test_ready_only_when_every_live_worker_is(tmp_path: Path) -> None:
     assert not (tmp_path / f"gauge_liveall_{first.pid}.db").exists()
 
 
-def _signed_in(url: str, email: str) -> httpx.Client:
-    c = httpx.Client(base_url=url, timeout=30)
-    assert c.post("/sessions", json={"email": email}).status_code == 201
-    return c
-
-
 def test_health_and_metrics_sum_over_workers(svc_settings: Settings, tmp_path: Path) -> None:
     """2 workers: /health's counts are every worker's, whichever worker answers."""
     on = svc_settings.replace(embedder="hashing", media_root=tmp_path / "media")
     with ServiceProcess(on, workers=2, log=tmp_path / "serve.log") as svc:
         first = httpx.get(svc.url + "/health").json()
         assert first["status"] == "ok" and first["workers"] == {"expected": 2, "ready": 2}
-        user = _signed_in(svc.url, "user2@example.com")
+        user = _client(svc, "user2@example.com")
         cookie = user.cookies
         searches, pids = 0, set()
         while (len(pids) < 2 or searches < 12) and searches < 400:  # until both workers have searched

@@ -65,6 +65,13 @@ def sign_in(url: str, user: int | str, *, timeout: float = 10.0) -> httpx.Client
     return client
 
 
+def client(url: str, user: int | str | None = None, *, timeout: float = 30.0) -> httpx.Client:
+    """A client of the service at `url`, signed in as seeded user `user` (number or email) unless None."""
+    if user is None:
+        return httpx.Client(base_url=url, timeout=timeout)
+    return sign_in(url, user, timeout=timeout)
+
+
 class ServiceProcess:
     """`perflab serve` in a child process on `settings` (all of them, through `Settings.to_env`);
     `with ServiceProcess(settings) as svc: httpx.get(svc.url + ...)`. `env` adds variables on top."""
@@ -186,9 +193,7 @@ class SeededService:
 
     def client(self, user: int | str | None = None, *, timeout: float = 30.0) -> httpx.Client:
         """A client of the service, signed in as seeded user `user` (number or email) unless None."""
-        if user is None:
-            return httpx.Client(base_url=self.url, timeout=timeout)
-        return sign_in(self.url, user, timeout=timeout)
+        return client(self.url, user, timeout=timeout)
 
     def stop(self) -> None:
         if self.process is not None:
