@@ -123,3 +123,22 @@ def test_status_change_reaches_the_search_table(db_pool, db_conn, user) -> None:
     db_conn.execute("UPDATE media_files SET status = 'completed', media_type = 'video' WHERE id = %s", (mid,))
     hits = vs.search(user, unit(6), k=3, filters=SearchFilters(media_type="video"))
     assert [h.media_id for h in hits] == [mid]
+
+
+def test_the_new_media_record_carries_its_derivatives_and_only_its_owner_reads_them(
+    db_pool, db_conn, user
+) -> None:
+    """One insert writes the renditions (no follow-up UPDATE); the service's loads are scoped to the user."""
+    from perflab.db import QueryOptimizer
+
+    derivs = [
+        {"name": "master", "width": 64, "height": 48, "format": "jpeg", "key": "ab/ab-master.jpg", "bytes": 9}
+    ]
+    mid = insert_media(db_pool, user, NewMedia(filename="d.jpg", derivatives=derivs), unit(5), model_name="t")
+    queries = QueryOptimizer(db_pool)
+    assert queries.media_derivatives(user, [mid]) == {mid: derivs}
+    assert queries.user_media(user, mid)["derivatives"] == derivs
+    stranger = uuid.uuid4()
+    assert queries.media_derivatives(stranger, [mid]) == {}
+    assert queries.user_media(stranger, mid) is None
+    assert insert_media(db_pool, user, NewMedia(filename="e.jpg"), unit(6), model_name="t")  # default: none

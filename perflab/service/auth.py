@@ -22,6 +22,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from perflab.cache import CacheUnavailable, SessionStore
+from perflab.db.users import revoke_all_sessions, revoke_session, session_revoked
 from perflab.service.retry import RetryQueue
 
 COOKIE_NAME = "perflab_session"
@@ -115,12 +116,7 @@ class SessionAuth:
 
     def _degraded(self, claims: _Claims) -> Principal | None:
         with self._pool.connection(timeout=5) as conn:
-            row = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE session_hash = %s),"
-                " (SELECT sessions_valid_after FROM users WHERE id = %s)",
-                (session_hash(claims.session_id), claims.user_id),
-            ).fetchone()
-        revoked, valid_after = row if row else (True, None)
+            revoked, valid_after = session_revoked(conn, session_hash(claims.session_id), claims.user_id)
         if revoked:
             return None
         if valid_after is not None and claims.issued <= valid_after.timestamp() * 1000:
@@ -138,7 +134,7 @@ class SessionAuth:
 
     def revoke_all(self, user_id: str) -> int:
         with self._pool.connection(timeout=5) as conn:
-            conn.execute("UPDATE users SET sessions_valid_after = now() WHERE id = %s", (user_id,))
+            revoke_all_sessions(conn, user_id)
         try:
             return self._sessions.revoke_all(user_id)
         except CacheUnavailable:
@@ -158,14 +154,6 @@ class SessionAuth:
         return True
 
     def _record_revocation(self, claims: _Claims) -> None:
+        expires = datetime.fromtimestamp(claims.expires / 1000, UTC)
         with self._pool.connection(timeout=5) as conn:
-            conn.execute(
-                "INSERT INTO revoked_sessions (session_hash, user_id, expires_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (session_hash) DO NOTHING",
-                (
-                    session_hash(claims.session_id),
-                    claims.user_id,
-                    datetime.fromtimestamp(claims.expires / 1000, UTC),
-                ),
-            )
-            conn.execute("DELETE FROM revoked_sessions WHERE expires_at < now()")
+            revoke_session(conn, session_hash(claims.session_id), claims.user_id, expires)

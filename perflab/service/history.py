@@ -13,25 +13,13 @@ import logging
 import queue
 import threading
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from psycopg_pool import ConnectionPool
 
 from perflab.cache import SearchCache
+from perflab.db.history import HistoryEntry, insert_history
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    user_id: str
-    query: str
-    filters: dict[str, Any]
-    result_count: int
-    latency_ms: float
-    cache_hit: bool
 
 
 class SearchHistoryWriter:
@@ -82,22 +70,13 @@ class SearchHistoryWriter:
         if self._popularity is not None:
             for query, count in Counter(e.query for e in items).items():
                 self._popularity.track(query, count)
-        rows = [
-            (e.user_id, e.query, orjson.dumps(e.filters).decode(), e.result_count, e.latency_ms, e.cache_hit)
-            for e in items
-        ]
         try:
-            with self._pool.connection(timeout=5) as conn, conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO search_history (user_id, query, filters, result_count, latency_ms, cache_hit)"
-                    " VALUES (%s, %s, %s::jsonb, %s, %s, %s)",
-                    rows,
-                )
-            self.written += len(rows)
+            with self._pool.connection(timeout=5) as conn:
+                self.written += insert_history(conn, items)
         except Exception as exc:  # the database is down: drop this batch, keep serving
             self.failed_flushes += 1
-            self.dropped += len(rows)
-            _log.warning("search history flush of %d rows failed: %s", len(rows), exc)
+            self.dropped += len(items)
+            _log.warning("search history flush of %d rows failed: %s", len(items), exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
