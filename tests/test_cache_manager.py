@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 import redis
 
-from perflab.cache import CacheError, CacheKeyError, CacheManager, CacheValueError, make_redis
+from perflab.cache import (
+    CacheError,
+    CacheKeyError,
+    CacheManager,
+    CacheValueError,
+    FactoryFailed,
+    make_redis,
+)
 
 pytestmark = pytest.mark.both_redis  # each Redis test runs on a single server and on the cluster
 
@@ -229,10 +236,34 @@ def test_a_failing_factory_releases_the_lock_and_propagates(
         raise RuntimeError("factory failed")
 
     with pytest.raises(RuntimeError, match="factory failed"):
-        cache_manager.get_or_set("fails", boom)
+        cache_manager.get_or_set("fails", boom, failure_ttl=0.3)
     assert not redis_client.exists(cache_manager.lock_key("fails"))
-    factory, _ = _counting("second try")
+    assert 0 < redis_client.pttl(cache_manager.failure_key("fails")) <= 300  # remembered, briefly
+    factory, calls = _counting("second try")
+    with pytest.raises(FactoryFailed, match="RuntimeError: factory failed"):
+        cache_manager.get_or_set("fails", factory)  # within the window: not called
+    assert calls == []
+    _wait_until(lambda: not redis_client.exists(cache_manager.failure_key("fails")))
+    _wait_until(lambda: _succeeds(lambda: cache_manager.get_or_set("fails", factory)))
     assert cache_manager.get_or_set("fails", factory) == "second try"
+    assert len(calls) == 1
+    assert not redis_client.exists(cache_manager.failure_key("fails"))
+
+
+def _wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll `condition` (a TTL running out, threads reaching a point); fail the test after `limit` s."""
+    end = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
+
+
+def _succeeds(call: Callable[[], Any]) -> bool:
+    try:
+        call()
+    except FactoryFailed:
+        return False
+    return True
 
 
 def test_xfetch_recomputes_early_only_when_enabled(cache_manager: CacheManager) -> None:
@@ -269,3 +300,148 @@ def test_make_redis_does_no_io_until_the_first_command(settings) -> None:
         client.ping()
     assert client.connection_pool.connection_kwargs["socket_timeout"] == settings.redis_socket_timeout
     assert client.connection_pool.connection_kwargs["retry"].get_retries() == 0
+
+
+# -- XFetch never blocks a hit; a failing factory is not called by every waiter ------------------------
+
+
+def test_an_early_refresh_never_blocks_the_other_threads_of_its_process(cache_manager: CacheManager) -> None:
+    """Issue 16.3: threads sharing one manager on a hot key while one of them refreshes it early."""
+    # a 20 ms factory: with beta=1e9 XFetch then finds every later read due (see test_xfetch_...)
+    assert cache_manager.get_or_set("hot", _counting("old", delay=0.02)[0], ttl=60) == "old"
+    started, release = threading.Event(), threading.Event()
+    refresh_calls: list[int] = []
+
+    def slow_refresh() -> str:
+        refresh_calls.append(1)
+        started.set()
+        release.wait(30)
+        return "new"
+
+    def reader_factory() -> str:
+        raise AssertionError("a reader of a cached key must never compute it")
+
+    refresher = threading.Thread(
+        target=lambda: cache_manager.get_or_set("hot", slow_refresh, ttl=60, beta=1e9)
+    )
+    refresher.start()
+    try:
+        assert started.wait(10)
+        answers: list[Any] = []
+        # beta=1e9: XFetch says "due" to every reader too; only the lock holder may refresh.
+        readers = [
+            threading.Thread(
+                target=lambda beta=beta: answers.append(
+                    cache_manager.get_or_set("hot", reader_factory, ttl=60, beta=beta)
+                )
+            )
+            for beta in [1e9, 1.0, 0.0] * 4
+        ]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join(10)
+        assert not release.is_set()  # the refresh is still running...
+        assert answers == ["old"] * 12  # ...and every reader already has the current value
+    finally:
+        release.set()
+        refresher.join(10)
+    assert refresh_calls == [1]
+    assert cache_manager.get("hot") == "new"
+    stats = cache_manager.stats()
+    assert (stats.coalesced, stats.early_refreshes, stats.factory_calls) == (0, 1, 2)
+
+
+def test_a_failing_early_refresh_keeps_the_current_value(cache_manager: CacheManager) -> None:
+    cache_manager.get_or_set("hot", _counting("old", delay=0.02)[0], ttl=60)
+
+    def boom() -> str:
+        raise RuntimeError("backend down")
+
+    assert cache_manager.get_or_set("hot", boom, ttl=60, beta=1e9) == "old"
+    assert cache_manager.get("hot") == "old"
+    # the failure is remembered: the next due reader does not call the failing backend again
+    factory, calls = _counting("new")
+    assert cache_manager.get_or_set("hot", factory, ttl=60, beta=1e9) == "old"
+    assert calls == []
+
+
+def _failing_herd(managers: list[CacheManager], threads_per_manager: int) -> tuple[list[int], list[Any]]:
+    """Everyone asks for one missing key whose factory fails once the others are waiting for it."""
+    n = len(managers) * threads_per_manager
+    calls: list[int] = []
+    barrier = threading.Barrier(n)
+
+    def waiting() -> int:
+        return sum(m.stats().coalesced + m.stats().lock_waits for m in managers)
+
+    def failing() -> Any:
+        calls.append(1)
+        _wait_until(lambda: waiting() >= n - 1, limit=60)
+        raise RuntimeError("backend down")
+
+    outcomes: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = managers[i % len(managers)].get_or_set(
+                "herd", failing, ttl=30, lock_timeout=120, wait_timeout=120, failure_ttl=120
+            )
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return calls, outcomes
+
+
+def test_a_failing_factory_is_called_once_by_a_herd_of_one_process(cache_manager: CacheManager) -> None:
+    calls, outcomes = _failing_herd([cache_manager], 32)
+    assert len(calls) == 1
+    assert all(isinstance(o, RuntimeError) for o in outcomes)  # the factory's own error, for every waiter
+    factory, later = _counting("value")
+    for _ in range(5):  # callers within the failure window: a typed error, no call
+        with pytest.raises(FactoryFailed):
+            cache_manager.get_or_set("herd", factory, failure_ttl=30)
+    assert later == []
+
+
+def test_a_failing_factory_is_called_once_by_a_herd_across_processes(cache_manager: CacheManager) -> None:
+    """Issue 16.4: one manager per thread, as if each were a process: only Redis remembers the failure.
+    Before, each waiter took the released lock in turn and called the failing factory again."""
+    managers = [
+        CacheManager(cache_manager.client, prefix=cache_manager.prefix, default_ttl=60) for _ in range(32)
+    ]
+    calls, outcomes = _failing_herd(managers, 1)
+    assert len(calls) == 1
+    assert sum(isinstance(o, RuntimeError) and not isinstance(o, FactoryFailed) for o in outcomes) == 1
+    assert sum(isinstance(o, FactoryFailed) for o in outcomes) == 31
+    fresh = CacheManager(cache_manager.client, prefix=cache_manager.prefix, default_ttl=60)
+    factory, later = _counting("value")
+    with pytest.raises(FactoryFailed, match="backend down"):
+        fresh.get_or_set("herd", factory)
+    assert later == []
+
+
+def test_with_redis_down_a_failure_is_remembered_in_process(settings) -> None:
+    from perflab.servers.ports import free_port
+
+    dead = CacheManager(
+        make_redis(settings, f"redis://127.0.0.1:{free_port()}/0"), prefix="dead", default_ttl=60
+    )
+    factory, calls = _counting("v")
+
+    def boom() -> Any:
+        calls.append(1)
+        raise RuntimeError("backend down")
+
+    with pytest.raises(RuntimeError):
+        dead.get_or_set("k", boom, failure_ttl=30)
+    with pytest.raises(FactoryFailed):
+        dead.get_or_set("k", factory, failure_ttl=30)
+    assert len(calls) == 1
+    assert dead.get_or_set("other", factory) == "v"  # other keys are not affected

@@ -11,6 +11,7 @@ from perflab.cache.errors import (
     CacheKeyError,
     CacheUnavailable,
     CacheValueError,
+    FactoryFailed,
     SessionNotFound,
 )
 from perflab.cache.invalidation import Invalidator, Subscription
@@ -30,6 +31,7 @@ __all__ = [
     "CachedSearch",
     "CircuitBreaker",
     "EmbeddingCache",
+    "FactoryFailed",
     "Invalidator",
     "LatencySummary",
     "SearchCache",

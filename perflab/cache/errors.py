@@ -33,3 +33,8 @@ class SessionNotFound(CacheError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the repr of its argument
         return str(self.args[0]) if self.args else "session not found"
+
+
+class FactoryFailed(CacheError):
+    """get_or_set's factory for this key raised moments ago (within its failure_ttl), in this process
+    or another: raised instead of calling it again, so a failing backend is not hit by every waiter."""

@@ -4,10 +4,13 @@ Every call goes through the same guard: the circuit breaker decides whether to t
 Redis error is counted and turned into a miss (or a no-op), and the latency lands in a histogram. Keys
 passed in are relative: the manager prefixes them with `{prefix}:`.
 
-`get_or_set` runs the factory once per key across threads and processes: threads of one process
-coalesce on an in-process flight, processes on a Redis lock with an owner token that only its owner
-can release (compare-and-delete in Lua). Waiters poll for the value with a bounded wait. Values it
-writes carry XFetch metadata, so hot keys are recomputed by one caller shortly before they expire.
+`get_or_set` runs the factory once per key across threads and processes: on a miss, threads of one
+process coalesce on an in-process flight, processes on a Redis lock with an owner token that only its
+owner can release (compare-and-delete in Lua). Waiters poll for the value with a bounded wait. Values
+it writes carry XFetch metadata, so a hot key is recomputed by one caller shortly before it expires
+while every other caller, in this process or another, keeps reading the current value: a hit never
+waits for anyone. A factory that raises is remembered for `failure_ttl` seconds (in Redis next to the
+lock, and in-process), so the callers of that window raise FactoryFailed instead of all calling it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perflab.cache.breaker import CircuitBreaker, ShardBreakers
 from perflab.cache.client import NodeBatch, ShardedCluster, ShardOpen, node_batch
-from perflab.cache.errors import CacheError, CacheKeyError, CacheUnavailable
+from perflab.cache.errors import CacheError, CacheKeyError, CacheUnavailable, FactoryFailed
 from perflab.cache.keys import check_prefix, glob_escape, sibling
 from perflab.cache.serializer import CorruptValue, dumps, dumps_entry, loads, loads_entry
 from perflab.cache.stats import CacheStats, StatsRecorder
@@ -48,18 +51,37 @@ _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.05
+_FAILURE_TEXT = 200  # characters of a factory's error kept in its failure entry
+_MAX_FAILURES = 1024  # remembered in-process before expired ones are pruned
 
-# GET the value; on a miss try to take the lock. -> {1, value} | {2} (lock is ours) | {0} (held by another)
+# KEYS: value, lock, failure entry. GET the value; on a miss report a recent failure or try to take
+# the lock. -> {1, value} | {3, failure, pttl} | {2} (lock is ours) | {0} (held by another)
 _GET_OR_LOCK = """
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
+local f = redis.call('GET', KEYS[3])
+if f then return {3, f, redis.call('PTTL', KEYS[3])} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {0}
 """
-# Store the value, then release the lock only if we still own it.
+# KEYS: lock, failure entry. The lock of an early refresh, unless the factory failed moments ago.
+_REFRESH_LOCK = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+# KEYS: value, lock, failure entry. Store the value (a success clears a failure), then release the
+# lock only if we still own it.
 _STORE_AND_RELEASE = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[3])
 if redis.call('GET', KEYS[2]) == ARGV[3] then return redis.call('DEL', KEYS[2]) end
+return 0
+"""
+# KEYS: lock, failure entry. ARGV: token, failure text, failure ms. Remember a failure, release the lock.
+_FAIL_AND_RELEASE = """
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 # Compare-and-delete: a slow owner whose lock expired cannot release the next owner's lock.
@@ -68,7 +90,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_HIT, _LOCKED, _BUSY, _DOWN = 1, 2, 0, -1
+_HIT, _LOCKED, _BUSY, _FAILED, _MISS, _DOWN = 1, 2, 0, 3, 4, -1
 
 
 @dataclass
@@ -115,8 +137,11 @@ class CacheManager:
         self._get_or_lock = client.register_script(_GET_OR_LOCK)
         self._store_and_release = client.register_script(_STORE_AND_RELEASE)
         self._release = client.register_script(_RELEASE)
-        self._flights: dict[str, _Flight] = {}
-        self._flights_lock = threading.Lock()
+        self._refresh_lock = client.register_script(_REFRESH_LOCK)
+        self._fail_and_release = client.register_script(_FAIL_AND_RELEASE)
+        self._flights: dict[str, _Flight] = {}  # misses being computed, by full key
+        self._failures: dict[str, tuple[float, str]] = {}  # full key -> (monotonic expiry, error text)
+        self._flights_lock = threading.Lock()  # guards both
 
     # -- keys and the guard every call goes through ------------------------------------------------
 
@@ -127,6 +152,10 @@ class CacheManager:
     def lock_key(self, key: str) -> str:
         """The full key of `key`'s get_or_set lock: under the prefix, in the same cluster slot as `key`."""
         return sibling(self._p + key, "lock", self._p)
+
+    def failure_key(self, key: str) -> str:
+        """The full key where get_or_set remembers that `key`'s factory just failed (same slot as `key`)."""
+        return self.lock_key(key) + ":failed"
 
     def call(self, op: str, fn: Callable[[RedisClient], T], default: T, *, fail_open: bool = True) -> T:
         """Run `fn(client)` under the breaker, timing it as `op`.
@@ -352,35 +381,49 @@ class CacheManager:
         lock_timeout: float = 10.0,
         wait_timeout: float = 5.0,
         beta: float = 1.0,
+        failure_ttl: float = 1.0,
     ) -> T:
         """The cached value of `key`, or `factory()`'s, computed by one caller across threads and processes.
 
         Callers that find another one computing wait up to `wait_timeout` seconds for its value, then
         compute it themselves. The lock expires after `lock_timeout` seconds in case its holder dies.
-        `beta` tunes XFetch early recomputation (0 disables it; above 1 favours earlier refreshes).
-        When Redis is down the factory is called directly: slower, never wrong. Exceptions of the
-        factory propagate to the caller and to the threads that waited for it.
+        `beta` tunes XFetch early recomputation (0 disables it; above 1 favours earlier refreshes); the
+        caller that refreshes early computes, everyone else gets the current value at once. When Redis
+        is down the factory is called directly (once per process at a time): slower, never wrong.
+        An exception of the factory propagates to its caller and to the threads that waited for it;
+        for `failure_ttl` seconds after it (0: not at all) callers that miss raise FactoryFailed
+        instead of calling the factory again. An early refresh that fails keeps the current value.
         """
         full = self._p + key
-        lock = self.lock_key(key)
+        ttl_ms = self._ttl_ms(ttl)
         me = threading.get_ident()
+        with self._flights_lock:
+            flight = self._flights.get(full)
+        if flight is not None:
+            return cast(T, self._join(flight, me, key))
+        status, data = self._read(full)
+        if status == _HIT:
+            try:
+                value, delta, expiry = loads_entry(cast(bytes, data))
+            except CorruptValue:
+                self._stats.corrupt(1)
+            else:
+                if beta > 0 and delta > 0 and _xfetch_due(delta, beta, expiry):
+                    return self._refresh(key, full, factory, value, ttl_ms, lock_timeout, failure_ttl)
+                return cast(T, value)
+        self._raise_if_failed(key, full)
         with self._flights_lock:
             flight = self._flights.get(full)
             leader = flight is None
             if flight is None:
                 flight = self._flights[full] = _Flight(owner=me)
         if not leader:
-            if flight.owner == me:
-                raise CacheKeyError(f"get_or_set({key!r}) called again from inside its own factory")
-            self._stats.add(coalesced=1)
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.value
+            return cast(T, self._join(flight, me, key))
         try:
-            flight.value = self._fill(
-                full, lock, factory, self._ttl_ms(ttl), lock_timeout, wait_timeout, beta
-            )
+            if status == _DOWN:  # do not wait for a dead Redis twice
+                flight.value = self._compute(full, factory, failure_ttl)
+            else:
+                flight.value = self._fill(key, full, factory, ttl_ms, lock_timeout, wait_timeout, failure_ttl)
         except BaseException as exc:
             flight.error = exc
             raise
@@ -388,45 +431,91 @@ class CacheManager:
             with self._flights_lock:
                 del self._flights[full]
             flight.done.set()
+        return cast(T, flight.value)
+
+    def _join(self, flight: _Flight, me: int, key: str) -> Any:
+        """Wait for another thread's computation of a missing value; its result or its exception."""
+        if flight.owner == me:
+            raise CacheKeyError(f"get_or_set({key!r}) called again from inside its own factory")
+        self._stats.add(coalesced=1)
+        flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
         return flight.value
+
+    def _read(self, full: str) -> tuple[int, bytes | None]:
+        """One GET, counted as a hit or a miss: (_HIT, data) | (_MISS, None) | (_DOWN, None)."""
+        reply = self.call("get", lambda c: [cast(bytes | None, c.get(full))], None)
+        if reply is None:
+            return _DOWN, None
+        data = reply[0]
+        if data is None:
+            self.count(misses=1)
+            return _MISS, None
+        self.count(hits=1)
+        return _HIT, data
+
+    def _refresh(
+        self,
+        key: str,
+        full: str,
+        factory: Callable[[], T],
+        current: Any,
+        ttl_ms: int,
+        lock_timeout: float,
+        failure_ttl: float,
+    ) -> T:
+        """XFetch said recompute early: the caller that takes the lock does; everyone else, and the
+        refresher too if its factory fails, gets the current value."""
+        with self._flights_lock:
+            if self._failed_recently(full) is not None:
+                return cast(T, current)
+        token = os.urandom(16).hex()
+        lock, failed = self.lock_key(key), self.failure_key(key)
+        lock_ms = max(1, int(lock_timeout * 1000))
+        if not self.call(
+            "lock", lambda c: self._refresh_lock(keys=[lock, failed], args=[token, lock_ms], client=c), 0
+        ):
+            return cast(T, current)
+        self._stats.add(early_refreshes=1)
+        try:
+            return self._lead(key, full, token, factory, ttl_ms, failure_ttl)
+        except Exception:
+            log.warning("early refresh of a cached value failed; keeping the current value", exc_info=True)
+            return cast(T, current)
 
     def _fill(
         self,
+        key: str,
         full: str,
-        lock: str,
         factory: Callable[[], T],
         ttl_ms: int,
         lock_timeout: float,
         wait_timeout: float,
-        beta: float,
+        failure_ttl: float,
     ) -> T:
+        """The in-process leader of a miss: take the Redis lock and compute, or wait for its holder."""
         token = os.urandom(16).hex()
+        lock, failed = self.lock_key(key), self.failure_key(key)
         lock_ms = max(1, int(lock_timeout * 1000))
         deadline: float | None = None
         delay = _POLL_FIRST
-        first = True
         while True:
-            status, data = self._get_or_lock_once(full, lock, token, lock_ms)
-            if first:
-                self.count(hits=int(status == _HIT), misses=int(status != _HIT))
-                first = False
+            status, data, pttl = self._get_or_lock_once(full, lock, failed, token, lock_ms)
             if status == _DOWN:
-                return self._compute(factory)
+                return self._compute(full, factory, failure_ttl)
             if status == _LOCKED:
-                return self._lead(full, lock, token, factory, ttl_ms)
+                return self._lead(key, full, token, factory, ttl_ms, failure_ttl)
+            if status == _FAILED:
+                text = cast(bytes, data).decode("utf-8", "replace")
+                self._remember_failure(full, text, pttl / 1000)
+                raise FactoryFailed(f"get_or_set({key!r}): its factory failed moments ago ({text})")
             if status == _HIT:
                 try:
-                    value, delta, expiry = loads_entry(cast(bytes, data))
-                except CorruptValue:
-                    self._stats.corrupt(1)
+                    return cast(T, loads_entry(cast(bytes, data))[0])
+                except CorruptValue:  # replace it
                     if self._try_lock(lock, token, lock_ms):
-                        return self._lead(full, lock, token, factory, ttl_ms)
-                else:
-                    due = beta > 0 and delta > 0 and _xfetch_due(delta, beta, expiry)
-                    if due and self._try_lock(lock, token, lock_ms):
-                        self._stats.add(early_refreshes=1)
-                        return self._lead(full, lock, token, factory, ttl_ms)
-                    return value
+                        return self._lead(key, full, token, factory, ttl_ms, failure_ttl)
             # Someone else holds the lock: wait for their value, bounded.
             now = time.monotonic()
             if deadline is None:
@@ -434,25 +523,61 @@ class CacheManager:
                 self._stats.add(lock_waits=1)
             if now >= deadline:
                 self._stats.add(lock_timeouts=1)
-                return self._compute_and_store(full, factory, ttl_ms)
+                return self._compute_and_store(key, full, factory, ttl_ms, failure_ttl)
             time.sleep(min(delay * (0.5 + random.random()), deadline - now))
             delay = min(delay * 2, _POLL_MAX)
 
-    def _get_or_lock_once(self, full: str, lock: str, token: str, lock_ms: int) -> tuple[int, bytes | None]:
+    def _get_or_lock_once(
+        self, full: str, lock: str, failed: str, token: str, lock_ms: int
+    ) -> tuple[int, bytes | None, int]:
         reply = self.call(
             "get_or_lock",
-            lambda c: self._get_or_lock(keys=[full, lock], args=[token, lock_ms], client=c),
+            lambda c: self._get_or_lock(keys=[full, lock, failed], args=[token, lock_ms], client=c),
             None,
         )
         if reply is None:
-            return _DOWN, None
-        return int(reply[0]), (reply[1] if len(reply) > 1 else None)
+            return _DOWN, None, 0
+        return int(reply[0]), (reply[1] if len(reply) > 1 else None), (int(reply[2]) if len(reply) > 2 else 0)
 
     def _try_lock(self, lock: str, token: str, lock_ms: int) -> bool:
         return bool(self.call("lock", lambda c: c.set(lock, token, nx=True, px=lock_ms), None))
 
-    def _unlock(self, lock: str, token: str) -> None:
-        self.call("unlock", lambda c: self._release(keys=[lock], args=[token], client=c), 0)
+    # -- remembered failures -------------------------------------------------------------------------
+
+    def _failed_recently(self, full: str) -> str | None:
+        """The error text of `full`'s factory if it failed within its failure_ttl. Under _flights_lock."""
+        entry = self._failures.get(full)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._failures[full]
+            return None
+        return entry[1]
+
+    def _raise_if_failed(self, key: str, full: str) -> None:
+        with self._flights_lock:
+            text = self._failed_recently(full)
+        if text is not None:
+            raise FactoryFailed(f"get_or_set({key!r}): its factory failed moments ago ({text})")
+
+    def _remember_failure(self, full: str, text: str, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        now = time.monotonic()
+        with self._flights_lock:
+            if len(self._failures) >= _MAX_FAILURES:
+                self._failures = {k: v for k, v in self._failures.items() if v[0] > now}
+            self._failures[full] = (now + seconds, text)
+
+    def _factory_failed(self, full: str, exc: BaseException, failure_ttl: float) -> bytes | None:
+        """Remember in-process that the factory of `full` raised `exc`; the text for Redis (None: don't)."""
+        if failure_ttl <= 0 or not isinstance(exc, Exception):
+            return None
+        text = f"{type(exc).__name__}: {exc}"[:_FAILURE_TEXT]
+        self._remember_failure(full, text, failure_ttl)
+        return text.encode("utf-8", "replace")
+
+    # -- computing -------------------------------------------------------------------------------------
 
     def _timed(self, factory: Callable[[], T]) -> tuple[T, float]:
         self._stats.add(factory_calls=1)
@@ -460,32 +585,64 @@ class CacheManager:
         value = factory()
         return value, time.perf_counter() - t0
 
-    def _compute(self, factory: Callable[[], T]) -> T:
-        return self._timed(factory)[0]
+    def _compute(self, full: str, factory: Callable[[], T], failure_ttl: float) -> T:
+        """Redis is down: compute without storing (a failure is remembered in-process only)."""
+        try:
+            return self._timed(factory)[0]
+        except BaseException as exc:
+            self._factory_failed(full, exc, failure_ttl)
+            raise
 
-    def _compute_and_store(self, full: str, factory: Callable[[], T], ttl_ms: int) -> T:
+    def _compute_and_store(
+        self, key: str, full: str, factory: Callable[[], T], ttl_ms: int, failure_ttl: float
+    ) -> T:
         """The waiter that gave up: compute, store without the lock (the holder may be dead)."""
-        value, delta = self._timed(factory)
+        try:
+            value, delta = self._timed(factory)
+        except BaseException as exc:
+            text = self._factory_failed(full, exc, failure_ttl)
+            if text is not None:
+                failed, ms = self.failure_key(key), max(1, int(failure_ttl * 1000))
+                self.call("fail", lambda c: c.set(failed, text, px=ms), None)
+            raise
         data = dumps_entry(value, delta, time.time() + ttl_ms / 1000)
         if self.call("set", lambda c: c.set(full, data, px=ttl_ms), None):
             self._stats.add(sets=1)
         return value
 
-    def _lead(self, full: str, lock: str, token: str, factory: Callable[[], T], ttl_ms: int) -> T:
+    def _lead(
+        self, key: str, full: str, token: str, factory: Callable[[], T], ttl_ms: int, failure_ttl: float
+    ) -> T:
+        """We hold `key`'s Redis lock: compute, store, release (or remember the failure, release)."""
+        lock, failed = self.lock_key(key), self.failure_key(key)
         try:
             value, delta = self._timed(factory)
             data = dumps_entry(value, delta, time.time() + ttl_ms / 1000)
-        except BaseException:
-            self._unlock(lock, token)
+        except BaseException as exc:
+            text = self._factory_failed(full, exc, failure_ttl)
+            if text is None:
+                self._unlock(lock, token)
+            else:
+                ms = max(1, int(failure_ttl * 1000))
+                self.call(
+                    "fail",
+                    lambda c: self._fail_and_release(keys=[lock, failed], args=[token, text, ms], client=c),
+                    None,
+                )
             raise
         stored = self.call(
             "store",
-            lambda c: self._store_and_release(keys=[full, lock], args=[data, ttl_ms, token], client=c),
+            lambda c: self._store_and_release(
+                keys=[full, lock, failed], args=[data, ttl_ms, token], client=c
+            ),
             None,
         )
         if stored is not None:
             self._stats.add(sets=1)
         return value
+
+    def _unlock(self, lock: str, token: str) -> None:
+        self.call("unlock", lambda c: self._release(keys=[lock], args=[token], client=c), 0)
 
     # -- health and stats ----------------------------------------------------------------------------
 

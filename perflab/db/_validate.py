@@ -52,7 +52,8 @@ def as_vector(value: np.ndarray | Sequence[float], dim: int | None = None) -> np
         raise InvalidInput(f"embedding must be one non-empty vector, got shape {arr.shape}")
     if dim is not None and arr.size != dim:
         raise InvalidInput(f"embedding has {arr.size} dimensions, the column has {dim}")
-    return as_unit_rows(arr[None, :])[0]
+    row: np.ndarray = as_unit_rows(arr[None, :])[0]
+    return row
 
 
 def check_choice(value: str | None, choices: tuple[str, ...], what: str) -> None:
