@@ -142,3 +142,14 @@ def test_the_new_media_record_carries_its_derivatives_and_only_its_owner_reads_t
     assert queries.media_derivatives(stranger, [mid]) == {}
     assert queries.user_media(stranger, mid) is None
     assert insert_media(db_pool, user, NewMedia(filename="e.jpg"), unit(6), model_name="t")  # default: none
+
+
+def test_counts_for_durability_checks(db_pool, db_conn, user) -> None:
+    from perflab.db.media import count_media, count_user_media
+
+    email = db_conn.execute("SELECT email FROM users WHERE id = %s", (user,)).fetchone()[0]
+    before, mine = count_media(db_pool), count_user_media(db_pool, email)
+    mid = insert_media(db_pool, user, NewMedia(filename="c.jpg"), unit(7), model_name="t")
+    assert count_media(db_pool) == before + 1 and count_user_media(db_pool, email) == mine + 1
+    assert count_media(db_pool, [mid, uuid.uuid4()]) == 1 and count_media(db_pool, []) == 0
+    assert count_user_media(db_pool, "nobody@test.invalid") == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import client as _client
 
 from perflab.config import Settings
 from perflab.errors import ConfigError
@@ -96,19 +97,13 @@ def test_ready_only_when_every_live_worker_is(tmp_path: Path) -> None:
     assert not (tmp_path / f"gauge_liveall_{first.pid}.db").exists()
 
 
-def _signed_in(url: str, email: str) -> httpx.Client:
-    c = httpx.Client(base_url=url, timeout=30)
-    assert c.post("/sessions", json={"email": email}).status_code == 201
-    return c
-
-
 def test_health_and_metrics_sum_over_workers(svc_settings: Settings, tmp_path: Path) -> None:
     """2 workers: /health's counts are every worker's, whichever worker answers."""
     on = svc_settings.replace(embedder="hashing", media_root=tmp_path / "media")
     with ServiceProcess(on, workers=2, log=tmp_path / "serve.log") as svc:
         first = httpx.get(svc.url + "/health").json()
         assert first["status"] == "ok" and first["workers"] == {"expected": 2, "ready": 2}
-        user = _signed_in(svc.url, "user2@example.com")
+        user = _client(svc, "user2@example.com")
         cookie = user.cookies
         searches, pids = 0, set()
         while (len(pids) < 2 or searches < 12) and searches < 400:  # until both workers have searched
@@ -134,3 +129,24 @@ def test_health_and_metrics_sum_over_workers(svc_settings: Settings, tmp_path: P
         text = httpx.get(svc.url + "/metrics").text
         assert f'perflab_search_cache_total{{result="hit"}} {float(searches - 3)}' in text
         assert "perflab_worker_ready" in text and 'perflab_cache_events_total{event="hits"}' in text
+
+
+def test_check_and_read_reads_only_for_the_sessions_own_user(cache_manager) -> None:  # type: ignore[no-untyped-def]
+    """The hot path's one round trip: session check + search-cache read. Another user's keys, a
+    session of another user, or a dead session read nothing."""
+    from perflab.cache import SearchCache, SessionStore
+
+    sessions = SessionStore(cache_manager, ttl=60, absolute_ttl=600)
+    cache = SearchCache(cache_manager, ttl=60)
+    alice, bob = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+    for user in (alice, bob):
+        gen = cache.lookup(user, "cats").generation
+        assert cache.set(user, "cats", None, [{"owner": user}], generation=gen)
+    a = sessions.create(alice)
+    keys_a, keys_b = list(cache.keys(alice, "cats")), list(cache.keys(bob, "cats"))
+    values = sessions.check_and_read(a.id, alice, keys_a)
+    assert values is not None and cache.decode(*values).results == [{"owner": alice}]
+    assert sessions.check_and_read(a.id, bob, keys_b) is None  # alice's session claiming bob
+    sessions.delete(a.id)
+    assert sessions.check_and_read(a.id, alice, keys_a) is None
+    assert sessions.check_and_read("not-a-session", alice, keys_a) is None

@@ -160,7 +160,10 @@ class SearchCache:
         )
         if reply is None:
             return CachedSearch(None, None)
-        gen, data = reply
+        return self.decode(reply[0], reply[1])
+
+    def decode(self, gen: bytes | None, data: bytes | None) -> CachedSearch:
+        """A lookup from the two values at `keys()` (read here or in a caller's own round trip)."""
         generation = _generation(gen)
         if not generation or data is None:
             self.manager.count(misses=1)
@@ -255,6 +258,22 @@ class SearchCache:
                 0,
             )
         )
+
+    def track_many(self, counts: Mapping[str, int]) -> bool:
+        """`track` for many queries in one round trip (a pipeline): the history writer's batch."""
+        key = self.manager.key(_POPULAR_KEY)
+        members = [(q, int(n)) for q, n in ((normalize_query(q), n) for q, n in counts.items())
+                   if q and len(q) <= _MAX_TRACKED_CHARS and n >= 1]  # fmt: skip
+        if not members:
+            return False
+
+        def run(c: RedisClient) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for q, n in members:
+                self._track(keys=[key], args=[_utf8(q), self.popularity_size, n], client=pipe)
+            return list(pipe.execute())
+
+        return bool(self.manager.call("search.track_many", run, []))
 
     def popular(self, n: int = 20) -> list[tuple[str, float]]:
         """The `n` most searched normalized queries with their counts, most popular first."""

@@ -128,6 +128,22 @@ if redis.call('PTTL', KEYS[2]) < absolute then redis.call('PEXPIRE', KEYS[2], ab
 return 1
 """
 )
+# check-and-read: the session must be live and belong to ARGV[5]; then slide it and GET KEYS[3..]
+# (keys of that user, in the same slot). -> {1, values...} | {0}.
+_CHECK_AND_READ = (
+    _LOAD
+    + """
+local h, deadline = load()
+if not h then return {0} end
+local owner
+for i = 1, #h, 2 do if h[i] == 'u' then owner = h[i + 1] end end
+if owner ~= ARGV[5] then return {0} end
+slide(KEYS[1], ARGV[4], deadline)
+local out = {1}
+for i = 3, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end
+return out
+"""
+)
 # delete: KEYS = session, index; ARGV = token.
 _DELETE = (
     _INDEX
@@ -186,6 +202,7 @@ class SessionStore:
         register = manager.client.register_script
         self._create, self._update = register(_CREATE), register(_UPDATE)
         self._rotate, self._delete, self._revoke = register(_ROTATE), register(_DELETE), register(_REVOKE)
+        self._check_and_read = register(_CHECK_AND_READ)
 
     # -- keys --------------------------------------------------------------------------------------
 
@@ -220,6 +237,26 @@ class SessionStore:
     def get(self, session_id: str) -> Session | None:
         """The session, its expiry slid forward; None if unknown, malformed, expired or revoked."""
         return self._run("session.get", self._update, session_id)
+
+    def check_and_read(self, session_id: str, user_id: UserId, keys: list[str]) -> list[bytes | None] | None:
+        """One round trip for a request's session check and its reads: if the session is live and
+        belongs to `user_id`, slide it and return the values of `keys` (full keys of that user, so
+        one cluster slot); else None, and nothing is read. Raises CacheUnavailable."""
+        parsed = _parse(session_id)
+        if parsed is None or not isinstance(user_id, str) or parsed[0] != user_digest(user_id):
+            return None
+        digest_, token = parsed
+        all_keys = [self._session(digest_, token), self._index(digest_), *keys]
+        args: list[Any] = [self._now_ms(), self._ttl_ms, self._abs_ms, token, _utf8(user_id)]
+        reply = self.manager.call(
+            "session.check_and_read",
+            lambda c: self._check_and_read(keys=all_keys, args=args, client=c),
+            None,
+            fail_open=False,
+        )
+        if not reply or reply[0] != 1:
+            return None
+        return cast(list[bytes | None], list(reply[1:]))
 
     def touch(self, session_id: str) -> bool:
         """Slide the expiry without reading the data back; False if there is no such session."""

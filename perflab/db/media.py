@@ -120,3 +120,23 @@ def insert_media(
     assert row is not None
     media_id: uuid.UUID = row[0]
     return media_id
+
+
+def count_media(source: PoolOrConn, ids: Sequence[uuid.UUID | str] | None = None) -> int:
+    """How many media rows there are (of `ids` only, when given): a durability or no-write check."""
+    wanted = None if ids is None else [as_uuid(i, "media id") for i in ids]
+    with borrow(source) as conn:
+        if wanted is None:
+            row = conn.execute("SELECT count(*) FROM media_files").fetchone()
+        else:
+            row = conn.execute("SELECT count(*) FROM media_files WHERE id = ANY(%s)", (wanted,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def count_user_media(source: PoolOrConn, email: str) -> int:
+    """How many media rows the user with this email owns (0 for no such user)."""
+    with borrow(source) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM media_files m JOIN users u ON u.id = m.user_id WHERE u.email = %s", (email,)
+        ).fetchone()
+    return int(row[0]) if row else 0

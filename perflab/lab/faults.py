@@ -147,7 +147,6 @@ class FaultLab:
         self.photos: list[Path] = []
         self.results: list[ScenarioResult] = []
         self._t0 = time.monotonic()
-        self._keys = (secrets.token_hex(32), secrets.token_hex(32))
 
     # -- set-up ---------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -168,8 +167,8 @@ class FaultLab:
             media_root=self.workdir / "media",
             embedder="hashing",
             # staging-style URLs: serve refuses to start without keys shared by all its workers
-            session_secret=self._keys[0],
-            cdn_signing_key=self._keys[1],
+            session_secret=secrets.token_hex(32),
+            cdn_signing_key=secrets.token_hex(32),
         )
         seed_schema(
             self.settings, media=cfg.media, users=cfg.users, seed=cfg.seed,

@@ -23,6 +23,7 @@ from perflab.embed import Embedder, make_embedder
 from perflab.errors import PerflabError
 from perflab.net import free_port, http_ok, wait_until
 from perflab.servers import endpoints
+from perflab.servers.lifetime import die_with_parent, owned_env
 
 
 class SignInFailed(PerflabError, RuntimeError):
@@ -64,6 +65,13 @@ def sign_in(url: str, user: int | str, *, timeout: float = 10.0) -> httpx.Client
     return client
 
 
+def client(url: str, user: int | str | None = None, *, timeout: float = 30.0) -> httpx.Client:
+    """A client of the service at `url`, signed in as seeded user `user` (number or email) unless None."""
+    if user is None:
+        return httpx.Client(base_url=url, timeout=timeout)
+    return sign_in(url, user, timeout=timeout)
+
+
 class ServiceProcess:
     """`perflab serve` in a child process on `settings` (all of them, through `Settings.to_env`);
     `with ServiceProcess(settings) as svc: httpx.get(svc.url + ...)`. `env` adds variables on top."""
@@ -93,10 +101,11 @@ class ServiceProcess:
                    "--workers", str(self.workers)]  # fmt: skip
         proc = self.proc = subprocess.Popen(
             command,
-            env=self.env,
+            env=owned_env(self.env),  # serve and its workers die with their parent (issue 14.10)
             stdout=out,
             stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         health = self.url + "/health"
         if wait_until(
@@ -184,9 +193,7 @@ class SeededService:
 
     def client(self, user: int | str | None = None, *, timeout: float = 30.0) -> httpx.Client:
         """A client of the service, signed in as seeded user `user` (number or email) unless None."""
-        if user is None:
-            return httpx.Client(base_url=self.url, timeout=timeout)
-        return sign_in(self.url, user, timeout=timeout)
+        return client(self.url, user, timeout=timeout)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -36,7 +36,7 @@ class Principal:
 
 
 @dataclass(frozen=True)
-class _Claims:
+class Claims:
     session_id: str
     user_id: str
     issued: int
@@ -75,7 +75,7 @@ class SessionAuth:
         payload = f"v1~{session_id}~{user_id}~{issued}~{issued + self._absolute_ttl * 1000}"
         return f"{payload}~{self._sign(payload)}"
 
-    def _claims(self, cookie: str | None, now: float | None = None) -> _Claims | None:
+    def _claims(self, cookie: str | None, now: float | None = None) -> Claims | None:
         if not cookie or len(cookie) > 512 or not cookie.isascii():
             return None  # forged: we only issue ASCII (and compare_digest raises on non-ASCII str)
         parts = cookie.split("~")
@@ -91,7 +91,7 @@ class SessionAuth:
             return None
         if expires <= (time.time() if now is None else now) * 1000:
             return None
-        return _Claims(parts[1], parts[2], issued, expires)
+        return Claims(parts[1], parts[2], issued, expires)
 
     # -- operations -----------------------------------------------------------------------------
     def login(self, user_id: str, data: dict[str, Any], previous_cookie: str | None = None) -> str:
@@ -109,12 +109,27 @@ class SessionAuth:
         try:
             session = self._sessions.get(claims.session_id)
         except CacheUnavailable:
-            return self._degraded(claims)
+            return self.degraded(claims)
         if session is None or str(session.user_id) != claims.user_id:
             return None
         return Principal(claims.user_id, claims.session_id, degraded=False)
 
-    def _degraded(self, claims: _Claims) -> Principal | None:
+    def claims(self, cookie: str | None) -> Claims | None:
+        """The cookie's signed claims (no Redis, no database): who it says it is, not yet whether
+        that session is still live; check_and_read or degraded decide that."""
+        return self._claims(cookie)
+
+    def check_and_read(self, claims: Claims, keys: list[str]) -> tuple[Principal, list[bytes | None]] | None:
+        """authenticate() and the reads of `keys` (that user's full keys) in one Redis round trip.
+        None: no live session of that user (nothing was read). Raises CacheUnavailable: then
+        `degraded(claims)` decides, off the event loop (it asks PostgreSQL)."""
+        values = self._sessions.check_and_read(claims.session_id, claims.user_id, keys)
+        if values is None:
+            return None
+        return Principal(claims.user_id, claims.session_id, degraded=False), values
+
+    def degraded(self, claims: Claims) -> Principal | None:
+        """Redis unavailable: the signed claims, unless PostgreSQL records them revoked."""
         with self._pool.connection(timeout=5) as conn:
             revoked, valid_after = session_revoked(conn, session_hash(claims.session_id), claims.user_id)
         if revoked:
@@ -153,7 +168,7 @@ class SessionAuth:
             return False
         return True
 
-    def _record_revocation(self, claims: _Claims) -> None:
+    def _record_revocation(self, claims: Claims) -> None:
         expires = datetime.fromtimestamp(claims.expires / 1000, UTC)
         with self._pool.connection(timeout=5) as conn:
             revoke_session(conn, session_hash(claims.session_id), claims.user_id, expires)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
+from redis.cluster import RedisCluster
 
 from perflab.cache import (
     CacheManager,
@@ -19,9 +20,9 @@ from perflab.cache import (
     Invalidator,
     SearchCache,
     SessionStore,
+    check_not_cluster_node,
     make_redis,
 )
-from perflab.cache.stats import COUNTERS
 from perflab.cdn import UrlSigner
 from perflab.config import Settings
 from perflab.db import QueryOptimizer, VectorSearch, make_pool
@@ -43,7 +44,7 @@ _log = logging.getLogger(__name__)
 @dataclass
 class ServiceContext:
     settings: Settings
-    redis: redis.Redis
+    redis: redis.Redis | RedisCluster
     cache: CacheManager
     pool: ConnectionPool
     queries: QueryOptimizer
@@ -64,6 +65,7 @@ class ServiceContext:
     def build(cls, settings: Settings, *, embedder: Embedder | None = None) -> ServiceContext:
         ep = endpoints(settings)
         client = make_redis(settings, ep.redis_url)
+        check_not_cluster_node(client, ep.redis_url)
         cache = CacheManager(client, prefix=settings.key_prefix, default_ttl=settings.cache_ttl_s)
         pool = make_pool(settings, ep.database_url, open=False, name="perflab-service")
         pool.open(wait=False)
@@ -147,9 +149,8 @@ class ServiceContext:
 
     def totals(self) -> Totals:
         """This worker's in-memory counts, for the metrics summed over workers."""
-        stats = self.cache.stats()
         return {
-            "perflab_cache_events": {name: getattr(stats, name) for name in COUNTERS},
+            "perflab_cache_events": self.cache.counts(),
             "perflab_search_history": {"written": self.history.written, "dropped": self.history.dropped},
         }
 

@@ -12,12 +12,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 import psycopg
 import psycopg_pool
 from fastapi import Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from perflab.cache import CacheUnavailable
 from perflab.cdn.urls import media_urls
 from perflab.db import MEDIA_TYPES
 from perflab.db.users import record_login
@@ -26,9 +29,11 @@ from perflab.images.errors import TooLarge
 from perflab.images.safety import describe_formats
 from perflab.service.auth import COOKIE_NAME, Principal
 from perflab.service.context import ServiceContext
+from perflab.service.errors import InvalidSearch
 from perflab.service.middleware import MAX_UPLOAD_BYTES
 from perflab.service.search import DEFAULT_K, MAX_K, MAX_QUERY_CHARS, SearchRequest
 from perflab.service.upload import parse_tags
+from perflab.timing import StageTimer
 
 
 class LoginRequest(BaseModel):
@@ -98,17 +103,52 @@ _K = Query(json_schema_extra={"minimum": 1, "maximum": MAX_K})
 _TYPE = Query(json_schema_extra={"enum": list(MEDIA_TYPES)})
 
 
-def search(
-    user: User,
-    ctx: Ctx,
+_NOT_SIGNED_IN = {"WWW-Authenticate": "Cookie"}
+
+
+def _not_signed_in() -> HTTPException:
+    return HTTPException(401, "not signed in: POST /sessions first", headers=_NOT_SIGNED_IN)
+
+
+async def search(
+    request: Request,
     q: Annotated[str, _Q],
     type: Annotated[str | None, _TYPE] = None,
     from_: Annotated[datetime | None, Query(alias="from", description="inclusive, with a time zone")] = None,
     to: Annotated[datetime | None, Query(description="inclusive, with a time zone")] = None,
     k: Annotated[int, _K] = DEFAULT_K,
-) -> JSONResponse:
-    request = SearchRequest(user.user_id, q, k, type, from_, to)
-    outcome = ctx.search.search(request)
+) -> Response:
+    """The hot path, on the event loop: the session check and the search-cache read are one Redis
+    round trip, and a hit is answered without a thread hop. Only a miss (embedding, PostgreSQL) or
+    Redis unavailable (the PostgreSQL-checked fallback) goes to a worker thread."""
+    ctx = context(request)
+    cookie = request.cookies.get(COOKIE_NAME)
+    claims = ctx.auth.claims(cookie)
+    if claims is None:
+        raise _not_signed_in()
+    try:
+        req = SearchRequest(claims.user_id, q, k, type, from_, to)
+    except InvalidSearch:
+        if await run_in_threadpool(ctx.auth.authenticate, cookie) is None:
+            raise _not_signed_in() from None  # a dead session learns nothing about its input
+        raise
+    timer = StageTimer()
+    keys = list(ctx.search_cache.keys(req.user_id, req.text, req.cache_filters()))
+    try:
+        with timer.stage("search_cache"):  # the session check included
+            checked = ctx.auth.check_and_read(claims, keys)
+    except CacheUnavailable:
+        if await run_in_threadpool(ctx.auth.degraded, claims) is None:
+            raise _not_signed_in() from None
+        outcome = await run_in_threadpool(ctx.search.search, req, None, timer)
+    else:
+        if checked is None:
+            raise _not_signed_in()
+        cached = ctx.search_cache.decode(*checked[1])
+        if cached.results is not None:
+            outcome = ctx.search.search(req, cached, timer)
+        else:
+            outcome = await run_in_threadpool(ctx.search.search, req, cached, timer)
     ctx.metrics.search_cache.labels("hit" if outcome.cache_hit else "miss").inc()
     for stage, ms in outcome.timings_ms.items():
         ctx.metrics.stage.labels(stage).observe(ms / 1000)
@@ -119,7 +159,11 @@ def search(
         "timings_ms": outcome.timings_ms,
         "results": [public_record(ctx, r) for r in outcome.results],
     }
-    return ORJSONResponse(body, headers={"Server-Timing": outcome.timer.server_timing()})
+    return Response(
+        orjson.dumps(body),
+        media_type="application/json",
+        headers={"Server-Timing": outcome.timer.server_timing()},
+    )
 
 
 def upload(

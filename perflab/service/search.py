@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from perflab.cache import SearchCache, normalize_query
+from perflab.cache import CachedSearch, SearchCache, normalize_query
 from perflab.db import MEDIA_TYPES, Hit, QueryOptimizer, SearchFilters, VectorSearch
 from perflab.db.history import HistoryEntry
 from perflab.service.embedding import CachedEmbedder
@@ -134,12 +134,18 @@ class SearchService:
         derivatives = self.queries.media_derivatives(user_id, [h.media_id for h in hits])
         return [hit_record(h, derivatives.get(h.media_id) or []) for h in hits]
 
-    def search(self, request: SearchRequest) -> SearchOutcome:
-        timer = StageTimer()
+    def search(
+        self, request: SearchRequest, cached: CachedSearch | None = None, timer: StageTimer | None = None
+    ) -> SearchOutcome:
+        """The whole path; `cached` is a lookup the caller already made (the API reads it in the same
+        round trip as the session). A hit does no blocking work, so the API answers it on the event
+        loop; a miss embeds and queries PostgreSQL, so the API runs it in a worker thread."""
+        timer = timer if timer is not None else StageTimer()
         query = request.text
         key_filters = request.cache_filters()
-        with timer.stage("search_cache"):
-            cached = self.search_cache.lookup(request.user_id, query, key_filters)
+        if cached is None:
+            with timer.stage("search_cache"):
+                cached = self.search_cache.lookup(request.user_id, query, key_filters)
         if cached.results is not None:
             results, hit = cached.results, True
         else:
