@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import psycopg
@@ -13,12 +13,15 @@ import pytest
 from perflab.config import Settings
 from perflab.db import (
     InvalidInput,
+    NewMedia,
     QueryVocabulary,
+    SeedConflict,
     VectorSearch,
     ZipfQuerySampler,
     connect,
     drop_schema,
     generate_library,
+    insert_media,
     migrate,
     seed_library,
     seeded_email,
@@ -91,6 +94,54 @@ def test_seeding_twice_is_a_no_op_and_another_seed_replaces(schema) -> None:
     # same arguments after a change of seed: the same library again, ids included
     seed_library(s, conn, media=600, users=8, seed=3, embedder=emb, progress=False)
     assert conn.execute("SELECT id FROM media_files ORDER BY id").fetchall() == ids
+
+
+def test_seeding_never_deletes_media_it_did_not_make(schema) -> None:
+    """Issue 16.6: a lab run that uploaded into a bench library made its count 601, not 600, and the
+    next seed re-seeded, deleting the upload by cascade. Now it refuses, unless told to replace."""
+    s, conn = schema
+    emb = HashingEmbedder(s.embedding_dim)
+    seed_library(s, conn, media=600, users=8, seed=3, embedder=emb, progress=False)
+    uid = conn.execute("SELECT id FROM users WHERE email = %s", (seeded_email(1),)).fetchone()[0]
+    upload = insert_media(
+        conn, uid, NewMedia(filename="mine.jpg", caption="my own photo"), emb.embed(["my own photo"])[0],
+        model_name=emb.model_name,
+    )  # fmt: skip
+    for media, seed in ((600, 3), (300, 4)):  # the same library again, and another one
+        with pytest.raises(SeedConflict, match="did not make") as info:
+            seed_library(s, conn, media=media, users=8, seed=seed, embedder=emb, progress=False)
+        assert "1 media" in str(info.value) and "--replace" in str(info.value)
+        assert conn.execute("SELECT count(*) FROM media_files WHERE id = %s", (upload,)).fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM media_files").fetchone() == (601,)
+    again = seed_library(s, conn, media=600, users=8, seed=3, embedder=emb, progress=False, replace=True)
+    assert again.created
+    assert conn.execute("SELECT count(*) FROM media_files").fetchone() == (600,)
+
+
+def test_another_model_is_another_library(schema) -> None:
+    """The embedder's model id is in the fingerprint: vectors of one model are never kept for another."""
+    s, conn = schema
+    seed_library(
+        s, conn, media=200, users=3, seed=3, embedder=HashingEmbedder(s.embedding_dim), progress=False
+    )
+    other = _Renamed(HashingEmbedder(s.embedding_dim), "another-model")
+    assert seed_library(s, conn, media=200, users=3, seed=3, embedder=other, progress=False).created
+    assert conn.execute("SELECT DISTINCT embedding_model FROM media_embeddings").fetchall() == [
+        ("another-model",)
+    ]
+
+
+class _Renamed:
+    """A real embedder under another model id (what a second model looks like to the seeder)."""
+
+    def __init__(self, inner: HashingEmbedder, name: str) -> None:
+        self.inner, self.model_name, self.dim = inner, name, inner.dim
+
+    def warm(self) -> None:
+        self.inner.warm()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed(texts)
 
 
 def test_seeded_library_is_searchable(schema) -> None:

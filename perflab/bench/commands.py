@@ -32,6 +32,12 @@ def _cdn(settings: Settings, argv: list[str]) -> int:
     return main(settings, argv)
 
 
+def _embed(settings: Settings, argv: list[str]) -> int:
+    from perflab.bench.embed import main
+
+    return main(settings, argv)
+
+
 def _images(settings: Settings, argv: list[str]) -> int:
     from perflab.bench.images import main
 
@@ -53,6 +59,7 @@ def _vector(settings: Settings, argv: list[str]) -> int:
 BENCHES: dict[str, Bench] = {
     "cache": Bench(_cache, "cache operations on the real Redis: get/set, pipelines, the embedding cache"),
     "cdn": Bench(_cdn, "the nginx edge in front of the media origin: hit ratio, latency", "lab"),
+    "embed": Bench(_embed, "MiniLM on ONNX int8 / ONNX fp32 / torch: latency and CPU per text", "ml"),
     "images": Bench(_images, "the upload pipeline against pyvips, per core, on the photo corpus", "lab"),
     "search": Bench(_search, "the search service end to end over HTTP: cold and warm cache"),
     "vector": Bench(_vector, "pgvector: exact against HNSW, recall and latency per ef_search"),

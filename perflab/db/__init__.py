@@ -10,7 +10,7 @@ from perflab.db.media import NewMedia, insert_media
 from perflab.db.migrate import MigrationResult, drop_schema, migrate
 from perflab.db.pool import autocommit, borrow, make_pool
 from perflab.db.queries import MediaRecord, QueryOptimizer, UserStats
-from perflab.db.seed import Library, SeedResult, generate_library, seed_library, seeded_email
+from perflab.db.seed import Library, SeedConflict, SeedResult, generate_library, seed_library, seeded_email
 from perflab.db.vector import Hit, SearchFilters, VectorSearch
 from perflab.db.vocabulary import QueryVocabulary, ZipfQuerySampler
 
@@ -34,6 +34,7 @@ __all__ = [
     "QueryVocabulary",
     "Recommendation",
     "SearchFilters",
+    "SeedConflict",
     "SeedResult",
     "Thresholds",
     "UserRow",

@@ -83,7 +83,12 @@ def _seed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media", type=int, default=5000, help="media items in all (default 5000)")
     parser.add_argument("--users", type=int, default=50, help="users (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--embedder", help="auto | minilm | hashing | openai (default: PERFLAB_EMBEDDER)")
+    parser.add_argument(
+        "--embedder", help="auto | minilm-onnx-int8 | minilm-onnx | minilm | hashing | openai"
+    )
+    parser.add_argument(
+        "--replace", action="store_true", help="delete media seeded users hold that the seeder did not make"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -106,6 +111,7 @@ def seed(settings: Settings, args: argparse.Namespace) -> int:
             seed=args.seed,
             embedder=embedder,
             progress=not args.no_progress,
+            replace=args.replace,
         )
     largest = [[seeded_email(i + 1), n] for i, n in enumerate(result.sizes[:5])]
     summary = {

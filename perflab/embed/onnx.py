@@ -203,7 +203,8 @@ class OnnxMiniLMEmbedder:
     """all-MiniLM-L6-v2 on ONNX Runtime, int8 (default) or fp32. Loads on first use, once, under a lock.
 
     `threads` is onnxruntime's intra-op pool: 1 by default, because the service runs one worker per
-    core and more threads per worker only fight each other (and everyone else) for the same cores.
+    core and more threads per worker only fight each other (and everyone else) for the same cores;
+    `make_embedder` takes it from OMP_NUM_THREADS, which `perflab serve` sets to cores / workers.
     """
 
     dim = DIM
