@@ -18,7 +18,7 @@ back, so analyzing an UPDATE or DELETE changes nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,169 +227,219 @@ def _estimate_off(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> float |
     return ratio if ratio >= th.misestimate_factor or ratio <= 1 / th.misestimate_factor else None
 
 
-def _check(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> list[Recommendation]:
-    out: list[Recommendation] = []
+def _rule_seq_scan(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """A sequential scan that reads many rows to keep few: an index on the filtered columns."""
+    if n.node_type != "Seq Scan" or not n.loops:
+        return None
+    read = n.total_rows + n.removed_rows
+    if read < th.large_rows or n.removed_rows < th.removed_fraction * read:
+        return None
+    filt = str(n.raw.get("Filter"))
+    if _LEADING_WILDCARD.search(filt):
+        advice = (
+            "a LIKE pattern that starts with % cannot use a btree index; a pg_trgm GIN index or "
+            "full-text search (tsvector + GIN) can"
+        )
+        suggestion = None
+    else:
+        advice = "an index on the filtered column(s) would read only the matches"
+        suggestion = _index_sql(n.relation or "?", _filter_columns(filt))
+    return Recommendation(
+        "seq_scan",
+        n.label,
+        f"read {read:,.0f} rows to keep {n.total_rows:,.0f} (filter {filt}); {advice}",
+        suggestion,
+    )
+
+
+def _rule_index_filter(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """An index scan whose filter throws most of what it found away: a composite index."""
+    if n.node_type not in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan") or not n.loops:
+        return None
+    read = n.total_rows + n.removed_rows
+    if read < th.large_rows or n.removed_rows < th.removed_fraction * read:
+        return None
     raw = n.raw
-    kind = n.node_type
+    cols = _filter_columns(raw.get("Index Cond") or raw.get("Recheck Cond")) + _filter_columns(
+        raw.get("Filter")
+    )
+    return Recommendation(
+        "index_filter",
+        n.label,
+        f"the index found {read:,.0f} rows and the filter ({raw.get('Filter')}) dropped "
+        f"{n.removed_rows:,.0f}; a composite index with the filtered columns would skip them",
+        _index_sql(n.relation or "?", list(dict.fromkeys(cols))),
+    )
 
-    if kind == "Seq Scan" and n.loops:
-        read = n.total_rows + n.removed_rows
-        if read >= th.large_rows and n.removed_rows >= th.removed_fraction * read:
-            filt = str(raw.get("Filter"))
-            cols = _filter_columns(filt)
-            if _LEADING_WILDCARD.search(filt):
-                advice = (
-                    "a LIKE pattern that starts with % cannot use a btree index; a pg_trgm GIN index or "
-                    "full-text search (tsvector + GIN) can"
-                )
-                suggestion = None
-            else:
-                advice = "an index on the filtered column(s) would read only the matches"
-                suggestion = _index_sql(n.relation or "?", cols)
-            out.append(
-                Recommendation(
-                    "seq_scan",
-                    n.label,
-                    f"read {read:,.0f} rows to keep {n.total_rows:,.0f} (filter {filt}); {advice}",
-                    suggestion,
-                )
-            )
 
-    if kind in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan") and n.loops:
-        read = n.total_rows + n.removed_rows
-        if read >= th.large_rows and n.removed_rows >= th.removed_fraction * read:
-            cols = _filter_columns(raw.get("Index Cond") or raw.get("Recheck Cond")) + _filter_columns(
-                raw.get("Filter")
-            )
-            out.append(
-                Recommendation(
-                    "index_filter",
-                    n.label,
-                    f"the index found {read:,.0f} rows and the filter ({raw.get('Filter')}) dropped "
-                    f"{n.removed_rows:,.0f}; a composite index with the filtered columns would skip them",
-                    _index_sql(n.relation or "?", list(dict.fromkeys(cols))),
-                )
-            )
+def _is_sort(n: PlanNode) -> bool:
+    return n.node_type in ("Sort", "Incremental Sort") and bool(n.loops)
 
-    if kind in ("Sort", "Incremental Sort") and n.loops:
-        keys = raw.get("Sort Key", [])
-        child = _child(nodes, n, 0)
-        sorted_rows = child.total_rows if child else n.total_rows
-        spilled = raw.get("Sort Space Type") == "Disk"
-        scan = _scan_below(nodes, n)
-        if any(_VECTOR_OPS.search(k) for k in keys):
-            if sorted_rows >= th.vector_sort_rows:
-                out.append(
-                    Recommendation(
-                        "vector_sort",
-                        n.label,
-                        f"ORDER BY a vector distance sorted {sorted_rows:,.0f} rows: no vector index served "
-                        "it. Check an HNSW index exists with the operator class of that operator, that the "
-                        "ORDER BY is `column <op> value` ascending with a LIMIT, and that the planner is not "
-                        "preferring a filter index (pgvector 0.8: hnsw.iterative_scan)",
-                        f"CREATE INDEX CONCURRENTLY ON {scan.relation if scan else '?'} USING hnsw (...)",
-                    )
-                )
-        elif sorted_rows >= th.large_rows or spilled:
-            rel = (scan.relation if scan else None) or "?"
-            cols = _filter_columns((scan.raw.get("Filter") or scan.raw.get("Index Cond")) if scan else None)
-            order = [_sort_key_column(k) for k in keys]
-            out.append(
-                Recommendation(
-                    "sort",
-                    n.label,
-                    f"sorted {sorted_rows:,.0f} rows by {', '.join(keys)} ({raw.get('Sort Method')}); an index "
-                    "in that order (after the equality-filtered columns) returns them already sorted",
-                    _index_sql(rel, list(dict.fromkeys(cols + [c for c in order if c]))),
-                )
-            )
-        if spilled:
-            out.append(
-                Recommendation(
-                    "sort_spill",
-                    n.label,
-                    f"the sort spilled {raw.get('Sort Space Used')} kB to disk",
-                    "raise work_mem for this query (SET LOCAL work_mem)",
-                )
-            )
 
-    if kind == "Limit" and n.loops == 1 and n.actual_rows < n.plan_rows:
-        vector_scan = next(
-            (
-                d
-                for d in _descendants(nodes, n)
-                if d.node_type in ("Index Scan", "Index Only Scan")
-                and _VECTOR_OPS.search(str(d.raw.get("Order By")))
-            ),
-            None,
-        )
-        if vector_scan is not None:
-            out.append(
-                Recommendation(
-                    "vector_starved",
-                    n.label,
-                    f"asked for {n.plan_rows:,.0f} rows and returned {n.actual_rows:,.0f}: {vector_scan.label} "
-                    "yields only hnsw.ef_search candidates and filters applied after it (a join or a WHERE on "
-                    "another table) dropped most of them. Filter on columns of the indexed table and let pgvector "
-                    "0.8 keep scanning",
-                    "SET LOCAL hnsw.iterative_scan = relaxed_order",
-                )
-            )
+def _sorted_rows(n: PlanNode, nodes: list[PlanNode]) -> float:
+    child = _child(nodes, n, 0)
+    return child.total_rows if child else n.total_rows
 
-    if kind == "Hash" and int(raw.get("Hash Batches", 1)) > 1:
-        out.append(
-            Recommendation(
-                "hash_spill",
-                n.label,
-                f"the hash table was split into {raw['Hash Batches']} batches (spilled to disk)",
-                "raise work_mem for this query (SET LOCAL work_mem)",
-            )
-        )
 
+def _sorts_by_vector(n: PlanNode) -> bool:
+    return any(_VECTOR_OPS.search(k) for k in n.raw.get("Sort Key", []))
+
+
+def _rule_vector_sort(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """ORDER BY a vector distance done by a Sort: no vector index served it."""
+    if not _is_sort(n) or not _sorts_by_vector(n):
+        return None
+    sorted_rows = _sorted_rows(n, nodes)
+    if sorted_rows < th.vector_sort_rows:
+        return None
+    scan = _scan_below(nodes, n)
+    return Recommendation(
+        "vector_sort",
+        n.label,
+        f"ORDER BY a vector distance sorted {sorted_rows:,.0f} rows: no vector index served "
+        "it. Check an HNSW index exists with the operator class of that operator, that the "
+        "ORDER BY is `column <op> value` ascending with a LIMIT, and that the planner is not "
+        "preferring a filter index (pgvector 0.8: hnsw.iterative_scan)",
+        f"CREATE INDEX CONCURRENTLY ON {scan.relation if scan else '?'} USING hnsw (...)",
+    )
+
+
+def _rule_sort(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """A large (or spilled) Sort on plain columns: an index in that order."""
+    if not _is_sort(n) or _sorts_by_vector(n):
+        return None
+    sorted_rows = _sorted_rows(n, nodes)
+    if sorted_rows < th.large_rows and n.raw.get("Sort Space Type") != "Disk":
+        return None
+    keys = n.raw.get("Sort Key", [])
+    scan = _scan_below(nodes, n)
+    rel = (scan.relation if scan else None) or "?"
+    cols = _filter_columns((scan.raw.get("Filter") or scan.raw.get("Index Cond")) if scan else None)
+    order = [_sort_key_column(k) for k in keys]
+    return Recommendation(
+        "sort",
+        n.label,
+        f"sorted {sorted_rows:,.0f} rows by {', '.join(keys)} ({n.raw.get('Sort Method')}); an index "
+        "in that order (after the equality-filtered columns) returns them already sorted",
+        _index_sql(rel, list(dict.fromkeys(cols + [c for c in order if c]))),
+    )
+
+
+def _rule_sort_spill(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """A Sort that spilled to disk: more work_mem for this query."""
+    if not _is_sort(n) or n.raw.get("Sort Space Type") != "Disk":
+        return None
+    return Recommendation(
+        "sort_spill",
+        n.label,
+        f"the sort spilled {n.raw.get('Sort Space Used')} kB to disk",
+        "raise work_mem for this query (SET LOCAL work_mem)",
+    )
+
+
+def _rule_vector_starved(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """A LIMIT over a vector index scan that came back short: filters after the scan starved it."""
+    if n.node_type != "Limit" or n.loops != 1 or n.actual_rows >= n.plan_rows:
+        return None
+    vector_scan = next(
+        (
+            d
+            for d in _descendants(nodes, n)
+            if d.node_type in ("Index Scan", "Index Only Scan")
+            and _VECTOR_OPS.search(str(d.raw.get("Order By")))
+        ),
+        None,
+    )
+    if vector_scan is None:
+        return None
+    return Recommendation(
+        "vector_starved",
+        n.label,
+        f"asked for {n.plan_rows:,.0f} rows and returned {n.actual_rows:,.0f}: {vector_scan.label} "
+        "yields only hnsw.ef_search candidates and filters applied after it (a join or a WHERE on "
+        "another table) dropped most of them. Filter on columns of the indexed table and let pgvector "
+        "0.8 keep scanning",
+        "SET LOCAL hnsw.iterative_scan = relaxed_order",
+    )
+
+
+def _rule_hash_spill(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """A hash table split into batches (spilled): more work_mem for this query."""
+    if n.node_type != "Hash" or int(n.raw.get("Hash Batches", 1)) <= 1:
+        return None
+    return Recommendation(
+        "hash_spill",
+        n.label,
+        f"the hash table was split into {n.raw['Hash Batches']} batches (spilled to disk)",
+        "raise work_mem for this query (SET LOCAL work_mem)",
+    )
+
+
+def _rule_misestimate(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """A row estimate off by the factor, reported where it starts (not on every parent above it)."""
     ratio = _estimate_off(n, nodes, th)
-    if ratio is not None and not any(_estimate_off(nodes[c - 1], nodes, th) for c in n.children):
-        direction = "under" if ratio > 1 else "over"
-        factor = ratio if ratio > 1 else 1 / ratio
-        target = n.relation or (s.relation if (s := _scan_below(nodes, n)) else None)
-        cols = _filter_columns(raw.get("Filter") or raw.get("Index Cond") or raw.get("Hash Cond"))
-        hint = f"ANALYZE {target}" if target else "ANALYZE the tables involved"
-        if target and len(cols) > 1:
-            hint += f"; correlated columns: CREATE STATISTICS ON {', '.join(cols)} FROM {target}"
-        out.append(
-            Recommendation(
-                "misestimate",
-                n.label,
-                f"planned {n.plan_rows:,.0f} rows, got {n.actual_rows:,.0f} per loop ({factor:,.0f}x {direction}"
-                "estimated); plans above this node were chosen on a wrong count",
-                hint,
-            )
-        )
+    if ratio is None or any(_estimate_off(nodes[c - 1], nodes, th) for c in n.children):
+        return None
+    direction = "under" if ratio > 1 else "over"
+    factor = ratio if ratio > 1 else 1 / ratio
+    target = n.relation or (s.relation if (s := _scan_below(nodes, n)) else None)
+    cols = _filter_columns(n.raw.get("Filter") or n.raw.get("Index Cond") or n.raw.get("Hash Cond"))
+    hint = f"ANALYZE {target}" if target else "ANALYZE the tables involved"
+    if target and len(cols) > 1:
+        hint += f"; correlated columns: CREATE STATISTICS ON {', '.join(cols)} FROM {target}"
+    return Recommendation(
+        "misestimate",
+        n.label,
+        f"planned {n.plan_rows:,.0f} rows, got {n.actual_rows:,.0f} per loop ({factor:,.0f}x {direction}"
+        "estimated); plans above this node were chosen on a wrong count",
+        hint,
+    )
 
-    if kind == "Nested Loop" and n.loops:
-        outer, inner = _child(nodes, n, 0), _child(nodes, n, 1)
-        if outer and inner and outer.total_rows >= th.nested_loop_outer_rows:
-            inner_scan = _scan_below(nodes, inner)
-            lookup = inner_scan is not None and inner_scan.node_type in ("Index Scan", "Index Only Scan")
-            if not lookup:
-                suggestion = None
-                if inner_scan and inner_scan.relation:
-                    cond = " ".join(
-                        str(x) for x in (raw.get("Join Filter"), inner_scan.raw.get("Filter")) if x
-                    )
-                    alias = inner_scan.raw.get("Alias", inner_scan.relation)
-                    cols = re.findall(rf"\b{re.escape(alias)}\.([a-z_][a-z0-9_]*)", cond)
-                    suggestion = _index_sql(inner_scan.relation, list(dict.fromkeys(cols)))
-                out.append(
-                    Recommendation(
-                        "nested_loop",
-                        n.label,
-                        f"ran its inner side ({inner.label}) {outer.total_rows:,.0f} times (once per outer row; "
-                        f"{outer.plan_rows:,.0f} were planned), going through {inner.total_rows:,.0f} inner rows "
-                        "in all; a hash join, or an index on the inner join key, makes that one pass or lookups",
-                        suggestion,
-                    )
-                )
-    return out
+
+def _rule_nested_loop(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> Recommendation | None:
+    """A nested loop over a large outer input whose inner side is not an index lookup."""
+    if n.node_type != "Nested Loop" or not n.loops:
+        return None
+    outer, inner = _child(nodes, n, 0), _child(nodes, n, 1)
+    if not outer or not inner or outer.total_rows < th.nested_loop_outer_rows:
+        return None
+    inner_scan = _scan_below(nodes, inner)
+    if inner_scan is not None and inner_scan.node_type in ("Index Scan", "Index Only Scan"):
+        return None
+    suggestion = None
+    if inner_scan and inner_scan.relation:
+        cond = " ".join(str(x) for x in (n.raw.get("Join Filter"), inner_scan.raw.get("Filter")) if x)
+        alias = inner_scan.raw.get("Alias", inner_scan.relation)
+        cols = re.findall(rf"\b{re.escape(alias)}\.([a-z_][a-z0-9_]*)", cond)
+        suggestion = _index_sql(inner_scan.relation, list(dict.fromkeys(cols)))
+    return Recommendation(
+        "nested_loop",
+        n.label,
+        f"ran its inner side ({inner.label}) {outer.total_rows:,.0f} times (once per outer row; "
+        f"{outer.plan_rows:,.0f} were planned), going through {inner.total_rows:,.0f} inner rows "
+        "in all; a hash join, or an index on the inner join key, makes that one pass or lookups",
+        suggestion,
+    )
+
+
+Rule = Callable[[PlanNode, list[PlanNode], Thresholds], Recommendation | None]
+
+# In the order their recommendations are listed for one node.
+RULES: tuple[Rule, ...] = (
+    _rule_seq_scan,
+    _rule_index_filter,
+    _rule_vector_sort,
+    _rule_sort,
+    _rule_sort_spill,
+    _rule_vector_starved,
+    _rule_hash_spill,
+    _rule_misestimate,
+    _rule_nested_loop,
+)
+
+
+def _check(n: PlanNode, nodes: list[PlanNode], th: Thresholds) -> list[Recommendation]:
+    return [rec for rule in RULES if (rec := rule(n, nodes, th)) is not None]
 
 
 def _sort_key_column(key: str) -> str | None:
