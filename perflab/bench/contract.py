@@ -36,7 +36,8 @@ Rules of measurement (perflab.lab.stats holds the numbers):
 What lives where:
 - perflab/lab/  : the measuring instruments and judgement, knowing nothing of what is measured -
   histograms and load drivers (latency), statistics (stats), CPU and noise (cpu, noise, phase),
-  calibration, SLO gates, compare, history, reports. lab never imports bench.
+  calibration, SLO gates, compare, history, reports. lab never imports bench at module level; only
+  the lab's experiment runners (`perflab report` runs notebooks, `perflab selftest`) call into it.
 - perflab/bench/: the experiments - each drives one part of the system (search service, vector index,
   caches, images, CDN, embedder) through the lab's instruments and returns a `Result`. Notebooks and
   `perflab bench` call the same `run`.

@@ -170,7 +170,8 @@ class SearchBench:
         self._cold_next = 0
         self._svc: ServiceProcess | None = None
         self._sources: dict[str, Source] = {}
-        self._primed: set[int] = set()
+        self._primed: set[tuple[str, int]] = set()
+        self._extra: list[ServiceProcess] = []
         self.seeded: dict[str, Any] = {}
         self.last_phase: PhaseRecord | None = None  # CPU and noise of the last cold()/warm() call
 
@@ -180,16 +181,7 @@ class SearchBench:
         )
         self.seeded = prepare_library(self.settings, self.cfg)
         clear_cache(self.settings)
-        s = self.settings
-        env = {  # the service must embed queries with the model the library was seeded with
-            "PERFLAB_DB_SCHEMA": s.db_schema,
-            "PERFLAB_KEY_PREFIX": s.key_prefix,
-            "PERFLAB_HOME": str(s.home),
-            "PERFLAB_EMBEDDER": s.embedder,
-            "PERFLAB_EMBEDDING_DIM": str(s.embedding_dim),
-        }
-        log_path = Path(self.settings.home) / "bench-search-serve.log"
-        self._svc = ServiceProcess(workers=self.cfg.serve_workers, env=env, log=log_path).start()
+        self._svc = self._start_service({})
         assert self._svc.proc is not None
         self._sources = lab_sources(self.settings, self._svc.proc.pid)
         warmup = _Clients(self.url, self.cfg.users, self.cfg.seed)
@@ -197,9 +189,30 @@ class SearchBench:
         warmup.close()
         return self
 
+    def _start_service(self, extra_env: dict[str, str]) -> ServiceProcess:
+        s = self.settings
+        env = {  # the service must embed queries with the model the library was seeded with
+            "PERFLAB_DB_SCHEMA": s.db_schema,
+            "PERFLAB_KEY_PREFIX": s.key_prefix,
+            "PERFLAB_HOME": str(s.home),
+            "PERFLAB_EMBEDDER": s.embedder,
+            "PERFLAB_EMBEDDING_DIM": str(s.embedding_dim),
+            **extra_env,
+        }
+        log_path = Path(self.settings.home) / "bench-search-serve.log"
+        return ServiceProcess(workers=self.cfg.serve_workers, env=env, log=log_path).start()
+
+    def extra_service(self, extra_env: dict[str, str]) -> str:
+        """Another service on the same library and cache, started with `extra_env` (e.g. a lab knob);
+        its URL, to pass to warm()/cold(). Stopped with the bench."""
+        svc = self._start_service(extra_env)
+        self._extra.append(svc)
+        return svc.url
+
     def __exit__(self, *exc: object) -> None:
-        if self._svc is not None:
-            self._svc.stop()
+        for svc in [*self._extra, self._svc]:
+            if svc is not None:
+                svc.stop()
 
     @property
     def url(self) -> str:
@@ -231,15 +244,16 @@ class SearchBench:
         finally:
             clients.close()
 
-    def warm(self, concurrency: int, requests: int) -> LoadResult:
+    def warm(self, concurrency: int, requests: int, url: str | None = None) -> LoadResult:
         """Each client's user repeats a primed set of popular queries: search-cache hits."""
-        clients = _Clients(self.url, self.cfg.users, self.cfg.seed + concurrency)
+        url = url or self.url
+        clients = _Clients(url, self.cfg.users, self.cfg.seed + concurrency)
         ws = self.warm_set
         try:
-            if concurrency not in self._primed:  # the same users each call: their entries stay cached
+            if (url, concurrency) not in self._primed:  # the same users each call: entries stay cached
                 run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
                            requests=len(ws) * concurrency * 2)  # fmt: skip
-                self._primed.add(concurrency)
+                self._primed.add((url, concurrency))
             with Phase("warm", self._sources) as ph:
                 res = run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
                                  requests=requests, keep_samples=True)  # fmt: skip
