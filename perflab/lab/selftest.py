@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from perflab.config import Settings
+from perflab.errors import PerflabError
 from perflab.lab.compare import compare_samples
 from perflab.lab.stats import MIN_TRIALS
 
@@ -88,6 +89,8 @@ def measure(
     with SearchBench(settings, cfg, log=log) as bench:
         base = bench.warm(1, max(requests, 400))
         baseline = base.histogram.percentile_ms(50)
+        if base.errors or not baseline > 0:
+            raise PerflabError(f"selftest: the baseline run failed ({base.errors} of {base.requests} requests)")
         urls = {"A": bench.url, "A2": bench.extra_service({})}
         for pct in slowdowns:
             urls[f"B{pct}"] = bench.extra_service({DELAY_ENV: f"{baseline * pct / 100:.3f}"})
