@@ -48,13 +48,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from perflab.config import Settings
+from perflab.lab.figures import json_ready
 from perflab.lab.latency import LatencyHistogram
 from perflab.lab.phase import Phase, PhaseRecord, merge_cpu
 from perflab.lab.stats import MIN_TRIALS, Estimate, estimate, min_samples
@@ -151,7 +151,7 @@ class Result:
         return out
 
     def envelope(self) -> dict[str, Any]:
-        envelope: dict[str, Any] = _clean({
+        envelope: dict[str, Any] = json_ready({
             **self.legacy,
             "benchmark": self.benchmark,
             "contract": CONTRACT_VERSION,
@@ -168,16 +168,6 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.envelope(), separators=(",", ":"), default=str)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _parser(config_type: type[Any], description: str) -> argparse.ArgumentParser:
