@@ -134,3 +134,9 @@ def test_profiles_layer_with_extends(tmp_path: Path) -> None:
     (tmp_path / "profiles" / "loop.toml").write_text('extends = "loop"\n')
     with pytest.raises(ConfigError, match="extends itself"):
         load_profile(tmp_path, "loop")
+
+
+def test_threshold_comes_from_slo_toml(tmp_path: Path) -> None:
+    assert slo.threshold("search.p95_ms") == 2000  # the seed's 2 s target, written once
+    with pytest.raises(ConfigError, match="no objective"):
+        slo.threshold("no.such_figure")

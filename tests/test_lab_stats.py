@@ -88,6 +88,7 @@ def test_tree_ticks_sum_descendants_and_reaped_time() -> None:
     }
     assert cpu.tree_ticks(table, 2) == 55
     assert cpu.tree_ticks(table, 1) == 65
+    assert cpu.tree_ticks(table, 1, exclude=2) == 10  # the client's tree without the service under it
     assert cpu.OwnProcess(2).local_ticks(table) == 20
 
 

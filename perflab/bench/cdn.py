@@ -5,13 +5,13 @@ Stores the derivatives of the photo corpus (content-hashed keys), starts the ori
 `proxy_cache` in front of it, on loopback ports in a temp dir. The same seeded Zipf-skewed request
 sequence (a few popular images, a long tail) is then sent to the origin directly and through the
 cold edge. Reports the edge hit ratio (from `X-Cache-Status`), latency p50/p95 per path, and
-throughput with concurrent clients.
+throughput with concurrent clients. Then the headline figures in `trials` interleaved trials (origin,
+warm edge, origin, warm edge, ...) on slices of the sequence: p50 latency and throughput of each, with
+the contract's median and 95 % CI (perflab/bench/contract.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -20,12 +20,14 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
+from perflab.bench.contract import Result, cli, estimate, interleave, percentile_estimate
 from perflab.cdn.edge import NginxEdge, find_nginx
 from perflab.cdn.errors import EdgeUnavailable
 from perflab.config import Settings
@@ -84,12 +86,17 @@ def _sequence(keys: list[str], n: int, skew: float, seed: int) -> list[str]:
     return [keys[order[i]] for i in picks]
 
 
-def _p50_p95(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
+def _histogram(values: list[float]) -> LatencyHistogram:
     latency = LatencyHistogram()
     for ms in values:
         latency.record_ms(ms)
+    return latency
+
+
+def _p50_p95(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    latency = _histogram(values)
     return {"p50": round(latency.percentile_ms(50), 3), "p95": round(latency.percentile_ms(95), 3)}
 
 
@@ -119,7 +126,28 @@ def _concurrent(base: str, paths: list[str], workers: int) -> float:
     return round(len(paths) / (time.perf_counter() - start), 1)
 
 
-def run(requests: int, skew: float, concurrency: int, seed: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Config:
+    requests: int = 3000
+    skew: float = field(default=1.1, metadata={"help": "Zipf exponent of object popularity"})
+    concurrency: int = 8
+    seed: int = 7
+    trials: int = field(default=5, metadata={"help": "interleaved trials of the headline figures (>= 5)"})
+
+
+def run(settings: Settings, cfg: Config) -> Result:
+    """The cold-edge pass (hit ratio; the old keys), then the headline figures in interleaved trials."""
+    result = Result("cdn", asdict(cfg))
+    legacy, trials = _measure(cfg)
+    result.legacy = legacy
+    for arm, runs in trials.items():
+        result.estimates[f"{arm}_p50_ms"] = percentile_estimate([_histogram(lat) for lat, _ in runs], 50)
+        result.estimates[f"{arm}_rps"] = estimate([rps for _, rps in runs])
+    return result
+
+
+def _measure(cfg: Config) -> tuple[dict[str, Any], dict[str, list[tuple[list[float], float]]]]:
+    requests, skew, concurrency, seed = cfg.requests, cfg.skew, cfg.concurrency, cfg.seed
     if find_nginx() is None:
         raise EdgeUnavailable("nginx", "-", "nginx is not installed", "run `make sysdeps` as root")
     with tempfile.TemporaryDirectory(prefix="perflab-cdn-") as tmp:
@@ -139,6 +167,17 @@ def run(requests: int, skew: float, concurrency: int, seed: int) -> dict[str, An
                 misses = [ms for ms, c in zip(e_lat, cache, strict=True) if c != "HIT"]
                 origin_rps = _concurrent(f"http://127.0.0.1:{origin_port}", paths, concurrency)
                 edge_rps = _concurrent(edge.url, paths, concurrency)
+                bases = {"origin": f"http://127.0.0.1:{origin_port}", "edge": edge.url}
+                step = max(1, len(paths) // cfg.trials)
+
+                def trial(arm: str) -> Any:
+                    def go(i: int) -> tuple[list[float], float]:
+                        part = paths[i * step : (i + 1) * step]
+                        return _sequential(bases[arm], part)[0], _concurrent(bases[arm], part, concurrency)
+
+                    return go
+
+                trials = interleave({arm: trial(arm) for arm in bases}, cfg.trials)
         finally:
             origin.terminate()
             origin.wait(timeout=10)
@@ -160,33 +199,26 @@ def run(requests: int, skew: float, concurrency: int, seed: int) -> dict[str, An
         },
         "throughput_rps": {"concurrency": concurrency, "origin": origin_rps, "edge_warm": edge_rps},
         "edge_vs_origin_p50": round(statistics.median(o_lat) / statistics.median(hits), 2) if hits else None,
-    }
+    }, trials
+
+
+def _render(result: Result) -> None:
+    r = result.legacy
+    lat = r["latency_ms"]
+    print(f"{r['objects']} objects, {r['requests']} requests ({r['distinct_requested']} distinct)")
+    print(f"edge hit ratio {r['edge_hit_ratio']:.3f} (ceiling {r['edge_hit_ratio_ceiling']:.3f})")
+    for name in ("origin", "edge_hit", "edge_miss"):
+        if lat[name]:
+            print(f"  {name:10} p50 {lat[name]['p50']:7.3f} ms  p95 {lat[name]['p95']:7.3f} ms")
+    rps = r["throughput_rps"]
+    print(
+        f"throughput at {rps['concurrency']} clients: origin {rps['origin']} req/s, edge {rps['edge_warm']} req/s"
+    )
+    for key, e in result.estimates.items():
+        print(
+            f"  {key:16} {e.median:9.3f}  95% CI [{e.ci95[0]:.3f}, {e.ci95[1]:.3f}]  trials {list(e.trials)}"
+        )
 
 
 def main(settings: Settings, argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="perflab bench cdn", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--skew", type=float, default=1.1, help="Zipf exponent of object popularity")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
-    result = run(args.requests, args.skew, args.concurrency, args.seed)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        lat = result["latency_ms"]
-        print(
-            f"{result['objects']} objects, {result['requests']} requests ({result['distinct_requested']} distinct)"
-        )
-        print(
-            f"edge hit ratio {result['edge_hit_ratio']:.3f} (ceiling {result['edge_hit_ratio_ceiling']:.3f})"
-        )
-        for name in ("origin", "edge_hit", "edge_miss"):
-            if lat[name]:
-                print(f"  {name:10} p50 {lat[name]['p50']:7.3f} ms  p95 {lat[name]['p95']:7.3f} ms")
-        rps = result["throughput_rps"]
-        print(
-            f"throughput at {rps['concurrency']} clients: origin {rps['origin']} req/s, edge {rps['edge_warm']} req/s"
-        )
-    return 0
+    return cli(settings, argv, Config, run, __doc__, name="cdn", render=_render)

@@ -36,7 +36,8 @@ Rules of measurement (perflab.lab.stats holds the numbers):
 What lives where:
 - perflab/lab/  : the measuring instruments and judgement, knowing nothing of what is measured -
   histograms and load drivers (latency), statistics (stats), CPU and noise (cpu, noise, phase),
-  calibration, SLO gates, compare, history, reports. lab never imports bench.
+  calibration, SLO gates, compare, history, reports. lab never imports bench at module level; only
+  the lab's experiment runners (`perflab report` runs notebooks, `perflab selftest`) call into it.
 - perflab/bench/: the experiments - each drives one part of the system (search service, vector index,
   caches, images, CDN, embedder) through the lab's instruments and returns a `Result`. Notebooks and
   `perflab bench` call the same `run`.
@@ -47,13 +48,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from perflab.config import Settings
+from perflab.lab.figures import json_ready
 from perflab.lab.latency import LatencyHistogram
 from perflab.lab.phase import Phase, PhaseRecord, merge_cpu
 from perflab.lab.stats import MIN_TRIALS, Estimate, estimate, min_samples
@@ -150,7 +151,7 @@ class Result:
         return out
 
     def envelope(self) -> dict[str, Any]:
-        envelope: dict[str, Any] = _clean({
+        envelope: dict[str, Any] = json_ready({
             **self.legacy,
             "benchmark": self.benchmark,
             "contract": CONTRACT_VERSION,
@@ -167,16 +168,6 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.envelope(), separators=(",", ":"), default=str)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _parser(config_type: type[Any], description: str) -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from perflab.config import Settings
 from perflab.db import SeedResult, seeded_email
 from perflab.db.vocabulary import QueryVocabulary
 from perflab.lab.cpu import Source, lab_sources
-from perflab.lab.harness import SeededService, seed_schema
+from perflab.lab.harness import SeededService, ServiceProcess, seed_schema
 from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
 from perflab.lab.provenance import collect
 from perflab.servers import endpoints
@@ -166,7 +166,8 @@ class SearchBench:
         self._cold_next = 0
         self._svc: SeededService | None = None
         self._sources: dict[str, Source] = {}
-        self._primed: set[int] = set()
+        self._primed: set[tuple[str, int]] = set()
+        self._extra: list[ServiceProcess] = []
         self.seeded: dict[str, Any] = {}
         self.last_phase: PhaseRecord | None = None  # CPU and noise of the last cold()/warm() call
 
@@ -190,9 +191,31 @@ class SearchBench:
         warmup.close()
         return self
 
+    def _start_service(self, extra_env: dict[str, str]) -> ServiceProcess:
+        """Another `perflab serve` on the bench's settings (the library's embedder), plus `extra_env`."""
+        log_path = Path(self.settings.home) / "bench-search-serve.log"
+        return ServiceProcess(
+            self.settings, workers=self.cfg.serve_workers, env=extra_env, log=log_path
+        ).start()
+
+    def extra_service(self, extra_env: dict[str, str]) -> str:
+        """Another service on the same library and cache, started with `extra_env` (e.g. a lab knob);
+        its URL, to pass to warm()/cold(). Stopped with the bench."""
+        svc = self._start_service(extra_env)
+        self._extra.append(svc)
+        return svc.url
+
     def __exit__(self, *exc: object) -> None:
-        if self._svc is not None:
-            self._svc.stop()
+        for svc in [*self._extra, self._svc]:
+            if svc is not None:
+                svc.stop()
+
+    def phase(self, name: str) -> Phase:
+        """A measured phase around load this process drives by other means (e.g. Locust workers, its
+        children): client CPU is this process's tree without the service."""
+        assert self._svc is not None and self._svc.process is not None
+        assert self._svc.process.proc is not None
+        return Phase(name, lab_sources(self.settings, self._svc.process.proc.pid, client_tree=True))
 
     @property
     def url(self) -> str:
@@ -224,15 +247,16 @@ class SearchBench:
         finally:
             clients.close()
 
-    def warm(self, concurrency: int, requests: int) -> LoadResult:
+    def warm(self, concurrency: int, requests: int, url: str | None = None) -> LoadResult:
         """Each client's user repeats a primed set of popular queries: search-cache hits."""
-        clients = _Clients(self.url, self.cfg.users, self.cfg.seed + concurrency)
+        url = url or self.url
+        clients = _Clients(url, self.cfg.users, self.cfg.seed + concurrency)
         ws = self.warm_set
         try:
-            if concurrency not in self._primed:  # the same users each call: their entries stay cached
+            if (url, concurrency) not in self._primed:  # the same users each call: entries stay cached
                 run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
                            requests=len(ws) * concurrency * 2)  # fmt: skip
-                self._primed.add(concurrency)
+                self._primed.add((url, concurrency))
             with Phase("warm", self._sources) as ph:
                 res = run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
                                  requests=requests, keep_samples=True)  # fmt: skip
@@ -242,41 +266,65 @@ class SearchBench:
             clients.close()
 
 
-def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = print) -> Result:
-    """Cold and warm latency in interleaved trials, throughput at 1 / 8 / 32, each trial a phase."""
-    result = Result("search", asdict(cfg), provenance=collect(settings))
-    stages: dict[str, LatencyHistogram] = {}
-    lat: dict[str, list[LoadResult]] = {"cold": [], "warm": []}
-    with SearchBench(settings, cfg, log=log) as bench:
-        legacy: dict[str, Any] = {"rows": cfg.rows, "users": cfg.users, "serve_workers": cfg.serve_workers,
-                                  "concurrency": cfg.concurrency, "seeded": bench.seeded,
-                                  "embedder": bench.embedder()}  # fmt: skip
+def latency_trials(
+    bench: SearchBench,
+    result: Result,
+    *,
+    concurrency: int,
+    cold_requests: int,
+    warm_requests: int,
+    trials: int,
+    stages: dict[str, LatencyHistogram] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, list[LoadResult]]:
+    """Cold and warm latency in `trials` interleaved trials (cold, warm, cold, warm, ...), each a
+    measured phase added to `result`, with `{kind}_p50/p95/p99_ms` estimates (the bench and notebook 02
+    share this)."""
 
-        def trial(kind: str) -> Callable[[int], LoadResult]:
-            def go(i: int) -> LoadResult:
-                if kind == "cold":
-                    res = bench.cold(cfg.concurrency, cfg.cold_requests, stages)
-                else:
-                    res = bench.warm(cfg.concurrency, cfg.warm_requests)
-                assert bench.last_phase is not None
-                result.add_phase(bench.last_phase)
-                log(f"{kind} trial {i + 1}/{cfg.trials}: p95 {res.histogram.percentile_ms(95):.1f} ms, "
-                    f"{res.requests} requests")  # fmt: skip
-                return res
+    def trial(kind: str) -> Callable[[int], LoadResult]:
+        def go(i: int) -> LoadResult:
+            if kind == "cold":
+                res = bench.cold(concurrency, cold_requests, stages)
+            else:
+                res = bench.warm(concurrency, warm_requests)
+            assert bench.last_phase is not None
+            result.add_phase(bench.last_phase)
+            log(f"{kind} trial {i + 1}/{trials}: p95 {res.histogram.percentile_ms(95):.1f} ms, "
+                f"{res.requests} requests")  # fmt: skip
+            return res
 
-            return go
+        return go
 
-        lat = interleave({"cold": trial("cold"), "warm": trial("warm")}, cfg.trials)
-
-        def rps_trial(c: int) -> Callable[[int], LoadResult]:
-            return lambda i: bench.warm(c, cfg.rps_requests)
-
-        rps = interleave({f"c{c}": rps_trial(c) for c in (1, 8, 32)}, cfg.trials)
+    lat = interleave({"cold": trial("cold"), "warm": trial("warm")}, trials)
     for kind, runs in lat.items():
         hists = [r.histogram for r in runs]
         noisy = result.phase_noisy(kind)
         for p in (50, 95, 99):
             result.estimates[f"{kind}_p{p}_ms"] = percentile_estimate(hists, p, noisy=noisy)
+    worse = [max(c.histogram.percentile_ms(95), w.histogram.percentile_ms(95))
+             for c, w in zip(lat["cold"], lat["warm"], strict=True)]  # fmt: skip
+    result.estimates["p95_ms"] = estimate(
+        worse, samples=[min(c.histogram.count, w.histogram.count) for c, w in zip(lat["cold"], lat["warm"], strict=True)],
+        percentile=95, noisy=result.noisy,
+    )  # fmt: skip
+    return lat
+
+
+def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = print) -> Result:
+    """Cold and warm latency in interleaved trials, throughput at 1 / 8 / 32, each trial a phase."""
+    result = Result("search", asdict(cfg), provenance=collect(settings))
+    stages: dict[str, LatencyHistogram] = {}
+    with SearchBench(settings, cfg, log=log) as bench:
+        legacy: dict[str, Any] = {"rows": cfg.rows, "users": cfg.users, "serve_workers": cfg.serve_workers,
+                                  "concurrency": cfg.concurrency, "seeded": bench.seeded,
+                                  "embedder": bench.embedder()}  # fmt: skip
+        lat = latency_trials(bench, result, concurrency=cfg.concurrency, cold_requests=cfg.cold_requests,
+                             warm_requests=cfg.warm_requests, trials=cfg.trials, stages=stages, log=log)  # fmt: skip
+
+        def rps_trial(c: int) -> Callable[[int], LoadResult]:
+            return lambda i: bench.warm(c, cfg.rps_requests)
+
+        rps = interleave({f"c{c}": rps_trial(c) for c in (1, 8, 32)}, cfg.trials)
     for key, runs in rps.items():
         result.estimates[f"rps_{key}"] = estimate([r.throughput for r in runs])
     result.estimates["p95_ms_c32"] = percentile_estimate([r.histogram for r in rps["c32"]], 95)

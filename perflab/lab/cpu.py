@@ -56,15 +56,16 @@ def process_table(proc: Path = Path("/proc")) -> ProcessTable:
     return table
 
 
-def tree_ticks(table: ProcessTable, root: int) -> int:
-    """Ticks of `root` and every live descendant, plus what each of them reaped."""
+def tree_ticks(table: ProcessTable, root: int, exclude: int | None = None) -> int:
+    """Ticks of `root` and every live descendant, plus what each of them reaped; without the subtree
+    of `exclude` (e.g. the load client's tree without the service it started)."""
     children: dict[int, list[int]] = {}
     for pid, p in table.items():
         children.setdefault(p.ppid, []).append(pid)
     total, stack, seen = 0, [root], set()
     while stack:
         pid = stack.pop()
-        if pid in seen or pid not in table:
+        if pid in seen or pid not in table or pid == exclude:
             continue
         seen.add(pid)
         total += table[pid].own + table[pid].reaped
@@ -75,12 +76,13 @@ def tree_ticks(table: ProcessTable, root: int) -> int:
 @dataclass(frozen=True)
 class ProcessTree:
     pid: int
+    exclude: int | None = None
 
     def seconds(self, table: ProcessTable) -> float | None:
-        return tree_ticks(table, self.pid) / ticks_per_s() if self.pid in table else None
+        return tree_ticks(table, self.pid, self.exclude) / ticks_per_s() if self.pid in table else None
 
     def local_ticks(self, table: ProcessTable) -> int:
-        return tree_ticks(table, self.pid)
+        return tree_ticks(table, self.pid, self.exclude)
 
 
 @dataclass(frozen=True)
@@ -148,11 +150,15 @@ def server_sources(settings: Settings) -> dict[str, Source]:
     return {"redis": CounterSource(lambda: redis_cpu_seconds(client)), "postgres": UNKNOWN}
 
 
-def lab_sources(settings: Settings, server_pid: int | None = None) -> dict[str, Source]:
-    """The standard split: server (the service tree), client (this process), redis, postgres."""
+def lab_sources(
+    settings: Settings, server_pid: int | None = None, *, client_tree: bool = False
+) -> dict[str, Source]:
+    """The standard split: server (the service tree), client (this process; with `client_tree`, its
+    whole tree but the service, e.g. Locust workers), redis, postgres."""
+    client: Source = ProcessTree(os.getpid(), server_pid) if client_tree else OwnProcess(os.getpid())
     return {
         "server": ProcessTree(server_pid) if server_pid else UNKNOWN,
-        "client": OwnProcess(os.getpid()),
+        "client": client,
         **server_sources(settings),
     }
 

@@ -19,15 +19,16 @@ FIGURES_ENV = "PERFLAB_FIGURES_FILE"
 _standalone: Path | None = None
 
 
-def _clean(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """Plain JSON values: numpy arrays to lists, NaN and infinities to None."""
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 
@@ -38,7 +39,7 @@ def record(name: str, value: Any, path: str | Path | None = None) -> Any:
         target = standalone_run_dir() / "figures" / f"{_notebook_name()}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(target.read_text()) if target.exists() else {}
-    data[name] = _clean(value)
+    data[name] = json_ready(value)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     tmp.replace(target)

@@ -94,6 +94,17 @@ def _ci(value: Any) -> tuple[float, float] | None:
     return None
 
 
+def threshold(figure: str, path: Path | None = None) -> float:
+    """The bound slo.toml sets on `figure` (the first objective on it): how plots and load tests draw
+    the target line without writing the number a second time."""
+    from perflab.config import project_root
+
+    for obj in load(path or project_root() / "notebooks" / "slo.toml"):
+        if obj.figure == figure:
+            return obj.threshold
+    raise ConfigError(f"slo.toml sets no objective on {figure!r}")
+
+
 def evaluate(
     objectives: list[Objective],
     figures: dict[str, Any],

@@ -7,7 +7,9 @@ cached entry never outlives the URLs in it.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +28,10 @@ DEFAULT_K = 20
 # C0/C1 control characters left after normalization (which turns tabs and newlines into spaces): no
 # real query holds them, and PostgreSQL text cannot hold NUL (the search history would refuse them).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+# Lab-only knob (`perflab selftest`): every search sleeps this many ms when set. Off by default.
+LAB_EXTRA_DELAY_ENV = "PERFLAB_LAB_EXTRA_DELAY_MS"
 
 
 def filter_key(k: int, filters: SearchFilters) -> dict[str, Any]:
@@ -126,6 +132,7 @@ class SearchService:
         self.embedder = embedder
         self.search_cache = search_cache
         self.history = history
+        self.lab_delay_s = float(os.environ.get(LAB_EXTRA_DELAY_ENV) or 0) / 1000.0
 
     def hydrate(self, user_id: str, hits: list[Hit]) -> list[dict[str, Any]]:
         """Batch-load what the vector query does not carry (stored renditions), in one round trip."""
@@ -146,6 +153,9 @@ class SearchService:
         if cached is None:
             with timer.stage("search_cache"):
                 cached = self.search_cache.lookup(request.user_id, query, key_filters)
+        if self.lab_delay_s > 0:
+            with timer.stage("lab_extra_delay"):
+                time.sleep(self.lab_delay_s)
         if cached.results is not None:
             results, hit = cached.results, True
         else:

@@ -1,0 +1,20 @@
+"""The selftest's arithmetic on synthetic trials with known answers (no services, no clocks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perflab.lab.selftest import rates
+
+
+def test_rates_on_synthetic_trials() -> None:
+    rng = np.random.default_rng(3)
+
+    def arm(scale: float) -> list[list[float]]:
+        return [list(rng.normal(10.0 * scale, 0.2, size=5)) for _ in range(20)]
+
+    r = rates({"A": arm(1.0), "A2": arm(1.0), "B20": arm(1.2), "B1": arm(1.01)})
+    assert r.comparisons == 20 and r.false_alarms <= 1
+    assert r.detected["20"] == 20 and r.detected["1"] <= 2  # 1 % is inside the 5 % tolerance
+    assert abs(r.measured_change["20"] - 0.2) < 0.02
+    assert r.smallest_reliable == 20
