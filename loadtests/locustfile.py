@@ -37,6 +37,7 @@ from locust import FastHttpUser, between, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from perflab.db.seed import seeded_email
 from perflab.db.vocabulary import ZipfQuerySampler
 from perflab.lab.latency import LatencyHistogram
 
@@ -171,7 +172,7 @@ class _SignedIn(FastHttpUser):
     def sign_in(self) -> None:
         user = random.randint(1, SEEDED_USERS)  # seeded users are user1..userN
         with self.client.post(
-            "/sessions", json={"email": f"user{user}@example.com"}, name="/sessions", catch_response=True
+            "/sessions", json={"email": seeded_email(user)}, name="/sessions", catch_response=True
         ) as r:
             if r.status_code != 201:
                 r.failure(f"sign-in failed: {r.status_code} {r.text[:200]}")

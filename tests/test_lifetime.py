@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from support import service_env
 
 from perflab.config import Settings
 from perflab.errors import ServiceUnavailable
@@ -58,9 +57,9 @@ def test_private_redis_dies_with_its_parent(tmp_path: Path) -> None:
 
 
 def test_service_and_its_workers_die_with_their_parent(svc_settings: Settings, tmp_path: Path) -> None:
-    env = service_env(svc_settings, tmp_path / "media")
+    env = svc_settings.replace(embedder="hashing", media_root=tmp_path / "media").to_env()
     proc, pids = _parent(
-        "import json\nfrom perflab.service.server import ServiceProcess\n"
+        "import json\nfrom perflab.lab.harness import ServiceProcess\n"
         f"svc = ServiceProcess(workers=2, env={env!r}).start()\n"
         "print(json.dumps([svc.proc.pid, *svc.worker_pids()]), flush=True)\n"
     )

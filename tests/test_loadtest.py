@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from perflab.errors import PerflabError
+from perflab.lab.harness import ServiceProcess
 from perflab.lab.loadtest import check_users, read_run, run_locust
-from perflab.service.server import ServiceProcess
 
 
 def test_distributed_run_merges_worker_histograms(service: ServiceProcess, tmp_path: Path) -> None:

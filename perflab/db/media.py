@@ -39,6 +39,7 @@ class NewMedia:
     original_filename: str | None = None
     dominant_colors: Any = None
     blurhash: str | None = None
+    derivatives: list[dict[str, Any]] = field(default_factory=list)  # stored renditions (name, key, ...)
     uploaded_at: datetime | None = None  # None: the database's now()
     processed_at: datetime | None = None
     id: uuid.UUID | None = field(default=None)  # None: a fresh uuid4
@@ -58,10 +59,10 @@ _INSERT = """
 WITH m AS (
     INSERT INTO media_files (id, user_id, filename, original_filename, mime_type, media_type,
         file_size_bytes, width, height, status, caption, tags, storage_key, dominant_colors, blurhash,
-        uploaded_at, processed_at)
+        derivatives, uploaded_at, processed_at)
     VALUES (%(id)s, %(user_id)s, %(filename)s, %(original_filename)s, %(mime_type)s, %(media_type)s,
         %(file_size_bytes)s, %(width)s, %(height)s, %(status)s, %(caption)s, %(tags)s, %(storage_key)s,
-        %(dominant_colors)s, %(blurhash)s, coalesce(%(uploaded_at)s, now()), %(processed_at)s)
+        %(dominant_colors)s, %(blurhash)s, %(derivatives)s, coalesce(%(uploaded_at)s, now()), %(processed_at)s)
     RETURNING id, user_id, media_type, status, uploaded_at
 )
 INSERT INTO media_embeddings (media_file_id, user_id, media_type, status, uploaded_at, embedding,
@@ -100,6 +101,7 @@ def insert_media(
         "storage_key": media.storage_key,
         "dominant_colors": None if media.dominant_colors is None else Jsonb(media.dominant_colors),
         "blurhash": media.blurhash,
+        "derivatives": Jsonb(list(media.derivatives)),
         "uploaded_at": media.uploaded_at,
         "processed_at": media.processed_at,
         "embedding": vector,
@@ -116,4 +118,5 @@ def insert_media(
         except psycopg.errors.DataException as exc:
             raise InvalidInput(f"rejected by the database: {exc.diag.message_primary}") from exc
     assert row is not None
-    return row[0]
+    media_id: uuid.UUID = row[0]
+    return media_id

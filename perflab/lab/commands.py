@@ -1,4 +1,9 @@
-"""`perflab report`, `perflab compare`, `perflab loadtest`: the lab's commands."""
+"""`perflab report`, `perflab compare`, `perflab loadtest`: the lab's commands.
+
+Exit codes of `perflab report`: 0 every SLO passed; 1 an SLO failed or its figure is missing, or a
+notebook failed; 2 usage error; 3 nothing failed but some SLO is inconclusive (judged on a figure
+measured while the machine was noisy, with too few samples, or whose CI straddles the threshold).
+"""
 
 from __future__ import annotations
 
@@ -33,20 +38,27 @@ def report(settings: Settings, argv: list[str]) -> int:
         run_id=args.run_id,
         overrides=parse_overrides(args.param),
     )
-    failed = [v for v in result.verdicts if not v.passed]
+    failed = [v for v in result.verdicts if v.status in ("fail", "missing")]
     for v in result.verdicts:
         value = "missing" if v.value is None else f"{v.value:.4g}"
-        print(f"  {'PASS' if v.passed else 'FAIL'}  {v.check:<45} {value}")
+        ci = f"  CI [{v.ci95[0]:.4g}, {v.ci95[1]:.4g}]" if v.ci95 else ""
+        reason = f"  ({v.reason})" if v.reason else ""
+        print(f"  {v.status.upper():<12}  {v.check:<45} {value}{ci}{reason}")
     print(f"report: {result.folder}/  index: {result.folder.parent / 'index.html'}")
-    if not result.ok:
+    code = result.exit_code
+    if code == 1:
         bad = [n.name for n in result.notebooks if n.status != "ok"]
         print(f"report FAILED: notebooks {bad or 'ok'}; SLOs failed {len(failed)}")
-        return 1
-    return 0
+    elif code == 3:
+        n = sum(v.status == "inconclusive" for v in result.verdicts)
+        print(
+            f"report INCONCLUSIVE: nothing failed, {n} SLO(s) inconclusive (noisy machine or too few samples)"
+        )
+    return code
 
 
 def compare(settings: Settings, argv: list[str]) -> int:
-    from perflab.lab.compare import compare_runs, environment_diff, load_run
+    from perflab.lab.compare import compare_runs, drift_notes, environment_diff, load_run
 
     parser = argparse.ArgumentParser(
         prog="perflab compare", description="regressions between two report runs"
@@ -65,6 +77,8 @@ def compare(settings: Settings, argv: list[str]) -> int:
         for key, (va, vb) in diff.items():
             print(f"WARNING: ENVIRONMENTS DIFFER: {key}: {va!r} vs {vb!r}; timings are not comparable")
     changes = compare_runs(args.run_a, args.run_b, force=args.force, tolerance=args.tolerance)
+    for note in drift_notes(load_run(args.run_a)[1], load_run(args.run_b)[1]):
+        print(f"NOTE: {note}")
     print(f"{'figure':<44} {'A':>11} {'B':>11} {'change':>8}  {'95% CI':>17}  {'p':>8}  verdict")
     for c in changes:
         ci = f"[{c.ci_low:+.1%}, {c.ci_high:+.1%}]" if c.ci_low is not None else ""
@@ -76,7 +90,7 @@ def compare(settings: Settings, argv: list[str]) -> int:
 
 
 def loadtest(settings: Settings, argv: list[str]) -> int:
-    from perflab.service.server import ServiceProcess
+    from perflab.lab.harness import ServiceProcess
 
     parser = argparse.ArgumentParser(
         prog="perflab loadtest", description="Locust, headless, into a report folder"
@@ -106,7 +120,7 @@ def loadtest(settings: Settings, argv: list[str]) -> int:
         result = run_locust(args.host, out, **kwargs)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        with ServiceProcess(workers=args.serve_workers, log=out / "serve.log") as svc:
+        with ServiceProcess(settings, workers=args.serve_workers, log=out / "serve.log") as svc:
             result = run_locust(svc.url, out, **kwargs)
     if not result.summary:
         lines = (out / "locust.log").read_text(errors="replace").strip().splitlines()

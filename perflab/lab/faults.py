@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -38,10 +39,11 @@ from typing import Any
 import redis
 
 from perflab.config import Settings
-from perflab.db import connect, migrate, seed_library, seeded_email
+from perflab.db import connect, seeded_email
 from perflab.embed import HashingEmbedder
-from perflab.images.corpus import ensure_corpus, photo_paths
 from perflab.lab.badinput import BadInputReport, run_bad_inputs
+from perflab.lab.corpus import ensure_corpus, photo_paths
+from perflab.lab.harness import ServiceProcess, seed_schema, sign_in
 from perflab.lab.traffic import (
     SEARCH,
     UPLOAD,
@@ -51,12 +53,10 @@ from perflab.lab.traffic import (
     hit_rate,
     percentile_ms,
     recovery_time,
-    sign_in,
     window,
 )
+from perflab.net import free_port
 from perflab.servers import PostgresServer, RedisServer
-from perflab.servers.ports import free_port
-from perflab.service.server import ServiceProcess
 
 LAB_SCHEMA = "faultlab"
 LAB_PREFIX = "faultlab"
@@ -147,6 +147,7 @@ class FaultLab:
         self.photos: list[Path] = []
         self.results: list[ScenarioResult] = []
         self._t0 = time.monotonic()
+        self._keys = (secrets.token_hex(32), secrets.token_hex(32))
 
     # -- set-up ---------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -166,17 +167,18 @@ class FaultLab:
             home=self.workdir / "home",
             media_root=self.workdir / "media",
             embedder="hashing",
+            # staging-style URLs: serve refuses to start without keys shared by all its workers
+            session_secret=self._keys[0],
+            cdn_signing_key=self._keys[1],
         )
-        with connect(self.settings, self.postgres.url) as conn:
-            migrate(conn, self.settings)
-            seed_library(
-                self.settings, conn, media=cfg.media, users=cfg.users, seed=cfg.seed,
-                embedder=HashingEmbedder(self.settings.embedding_dim),
-            )  # fmt: skip
+        seed_schema(
+            self.settings, media=cfg.media, users=cfg.users, seed=cfg.seed,
+            embedder=HashingEmbedder(self.settings.embedding_dim),
+        )  # fmt: skip
         ensure_corpus()
         self.photos = [p for p in photo_paths() if "_" not in p.stem]  # the small originals
         self.service = ServiceProcess(
-            workers=cfg.workers, env=self._service_env(), log=self.workdir / "serve.log"
+            self.settings, workers=cfg.workers, log=self.workdir / "serve.log"
         ).start()
         self.log(
             f"fault lab up in {time.perf_counter() - t:.1f}s: {cfg.media} media, {cfg.users} users, "
@@ -187,19 +189,6 @@ class FaultLab:
                 time.sleep(cfg.warmup_s)
             self.log(f"warm-up: {len(warm.records)} requests, hit rate {hit_rate(warm.records) or 0:.2f}")
         return self
-
-    def _service_env(self) -> dict[str, str]:
-        s = self.settings
-        return {
-            "PERFLAB_REDIS_URL": str(s.redis_url),
-            "PERFLAB_DATABASE_URL": str(s.database_url),
-            "PERFLAB_DB_SCHEMA": s.db_schema,
-            "PERFLAB_KEY_PREFIX": s.key_prefix,
-            "PERFLAB_HOME": str(s.home),
-            "PERFLAB_MEDIA_ROOT": str(s.media_dir),
-            "PERFLAB_EMBEDDER": "hashing",
-            "PERFLAB_REDIS_SOCKET_TIMEOUT": str(s.redis_socket_timeout),
-        }
 
     def _traffic(self, n: int) -> TrafficConfig:
         base = self.config.traffic
@@ -395,10 +384,7 @@ class FaultLab:
             self.service.stop()
             mark("api stopped")
             self.service = ServiceProcess(
-                workers=self.config.workers,
-                port=port,
-                env=self._service_env(),
-                log=self.workdir / "serve.log",
+                self.settings, workers=self.config.workers, port=port, log=self.workdir / "serve.log"
             ).start()
             mark("api started")
 

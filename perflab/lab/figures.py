@@ -45,6 +45,17 @@ def record(name: str, value: Any, path: str | Path | None = None) -> Any:
     return value
 
 
+def record_estimate(name: str, est: Any, path: str | Path | None = None) -> float:
+    """Store a figure measured in trials (a perflab.lab.stats.Estimate): `name` is the median (what
+    slo.toml gates), beside it `name.trials` (what `perflab compare` tests), `name.ci95`, `name.samples`
+    and `name.status` ("ok" | "noisy" | "insufficient")."""
+    d = est.as_dict()
+    for suffix in ("trials", "ci95", "samples", "status"):
+        record(f"{name}.{suffix}", d[suffix], path)
+    record(name, d["median"], path)
+    return float(est.median)
+
+
 def run_folder(run_dir: str | Path = "") -> Path:
     """A notebook's run folder: the report's (`run_dir` parameter), or, run on its own, a scratch run
     folder under reports/ (see `standalone_run_dir`)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from perflab.config import project_root
 from perflab.errors import PerflabError
-from perflab.servers.ports import free_port
+from perflab.net import free_port
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perflab.config import redact_url
+from perflab.config import is_cluster_url, redact_url
 from perflab.errors import ServiceUnavailable
 
 
@@ -18,6 +18,11 @@ class ServerStatus:
 
 def probe_redis(url: str, timeout: float = 2.0) -> ServerStatus:
     import redis
+
+    if is_cluster_url(url):
+        from perflab.servers.redis_cluster import probe_cluster
+
+        return probe_cluster(url, timeout)
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from perflab.errors import ServiceUnavailable
+from perflab.net import port_open, wait_until
 from perflab.servers.lifetime import die_with_parent, owned_env
-from perflab.servers.ports import port_open
 
 
 def redis_binary() -> Path:
@@ -43,6 +42,7 @@ class RedisServer:
     # not a daemon that outlives it. The shared embedded servers daemonize.
     daemonize: bool = True
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
+    extra_args: tuple[str, ...] = ()  # e.g. the cluster options of an EmbeddedCluster node
 
     @property
     def url(self) -> str:
@@ -88,6 +88,7 @@ class RedisServer:
             "--maxmemory", self.maxmemory,
             "--maxmemory-policy", "allkeys-lru",
             "--maxclients", "10000",
+            *self.extra_args,
         ]  # fmt: skip
         if self.daemonize:
             subprocess.run(
@@ -98,11 +99,8 @@ class RedisServer:
                 args, env=owned_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 preexec_fn=die_with_parent(),
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_running():
-                return
-            time.sleep(0.02)
+        if wait_until(self.is_running, timeout=timeout, interval=0.02):
+            return
         log = (self.directory / "redis.log").read_text(errors="replace")[-500:]
         raise ServiceUnavailable("Redis", self.url, "did not start", f"see {self.directory}/redis.log: {log}")
 
@@ -111,11 +109,10 @@ class RedisServer:
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid() is None and not port_open(self.port):
-                return
-            time.sleep(0.02)
+        if wait_until(
+            lambda: self.pid() is None and not port_open(self.port), timeout=timeout, interval=0.02
+        ):
+            return
         os.kill(pid, signal.SIGKILL)
         if self._proc is not None:
             self._proc.wait(timeout)
