@@ -85,6 +85,7 @@ LAB_ONLY = set(EXTRAS["lab"]) | set(EXTRAS["ml"]) | {"blurhash"}
         ["corpus", "--root", "{tmp}/corpus"],
         ["bench", "images", "--json"],
         ["bench", "cdn", "--json"],
+        ["lab", "--port", "1"],
     ],
 )
 def test_lab_command_without_the_extra_says_which_in_one_line(tmp_path: Path, argv: list[str]) -> None:

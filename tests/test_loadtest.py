@@ -30,6 +30,7 @@ def test_distributed_run_merges_worker_histograms(service: ServiceProcess, tmp_p
     for name, row in scenarios.items():
         assert row["users"] >= 1 and row["requests"] > 0, (name, row)
     assert sum(r["users"] for r in scenarios.values()) == 4
+    assert sum(r["requests"] for r in scenarios.values()) == summary["requests"]
 
 
 def test_quitting_hook_fails_the_run_over_slo(service: ServiceProcess, tmp_path: Path) -> None:
