@@ -150,3 +150,9 @@ def test_check_and_read_reads_only_for_the_sessions_own_user(cache_manager) -> N
     sessions.delete(a.id)
     assert sessions.check_and_read(a.id, alice, keys_a) is None
     assert sessions.check_and_read("not-a-session", alice, keys_a) is None
+
+
+def test_a_file_being_created_is_not_ready_and_not_an_error(tmp_path: Path) -> None:
+    write_serve_info(tmp_path, 1)
+    (tmp_path / f"gauge_liveall_{os.getpid()}.db").write_bytes(b"")  # a worker between open and write
+    assert readiness_of(tmp_path) == Readiness(1, 0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -84,14 +85,18 @@ def readiness_of(folder: Path) -> Readiness:
     except (OSError, ValueError, KeyError):
         expected = 1
     ready = set()
-    files = glob(str(folder / "gauge_liveall_*.db"))
-    for metric in MultiProcessCollector.merge(files, accumulate=False):  # type: ignore[no-untyped-call]
-        if metric.name != "perflab_worker_ready":
-            continue
-        for s in metric.samples:
-            pid = int(s.labels.get("pid", "0"))
-            if s.value >= 1 and _alive(pid):
-                ready.add(pid)
+    for path in glob(str(folder / "gauge_liveall_*.db")):
+        try:  # one file at a time: a worker may be creating its file right now (empty, unreadable)
+            metrics = MultiProcessCollector.merge([path], accumulate=False)  # type: ignore[no-untyped-call]
+        except (OSError, ValueError, struct.error):
+            continue  # not ready yet, as far as anyone can tell
+        for metric in metrics:
+            if metric.name != "perflab_worker_ready":
+                continue
+            for s in metric.samples:
+                pid = int(s.labels.get("pid", "0"))
+                if s.value >= 1 and _alive(pid):
+                    ready.add(pid)
     return Readiness(expected, len(ready))
 
 
