@@ -92,6 +92,16 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as PERFLAB_* variables, for a child process (`perflab serve`, Locust) that
+        must run on exactly them: `Settings.from_env(s.to_env()) == s`. An unset value is written
+        empty, so the child does not inherit the parent's variable instead."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            env[_ENV_PREFIX + f.name.upper()] = "" if value is None else str(value)
+        return env
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, toml_path: Path | str | None = None

@@ -15,13 +15,12 @@ import psycopg
 import pytest
 import redis
 from redis.cluster import ClusterNode
-from support import service_env
 
 from perflab.config import Settings, is_cluster_url, parse_cluster_url
 from perflab.db import connect, drop_schema, migrate
+from perflab.lab.harness import ServiceProcess, seed_schema
+from perflab.net import free_port
 from perflab.servers import Endpoints, RedisServer, endpoints
-from perflab.servers.ports import free_port
-from perflab.service.server import ServiceProcess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -140,7 +139,7 @@ def db_pool(base_settings: Settings, servers: Endpoints, db_conn: psycopg.Connec
 @pytest.fixture(scope="session")
 def image_corpus() -> Path:
     """data/ with photos/ and bad/, built on first use from packaged sample images (see data/README.md)."""
-    from perflab.images.corpus import ensure_corpus
+    from perflab.lab.corpus import ensure_corpus
 
     return ensure_corpus()
 
@@ -148,15 +147,12 @@ def image_corpus() -> Path:
 @pytest.fixture(scope="session")
 def svc_settings(base_settings: Settings, servers: Endpoints) -> Iterator[Settings]:
     """A schema of its own with a small seeded library (users user1..user4@example.com)."""
-    from perflab.db import seed_library
     from perflab.embed import HashingEmbedder
 
     s = base_settings.replace(
         db_schema=base_settings.db_schema + "_svc", key_prefix=base_settings.key_prefix + "svc"
     )
-    with connect(s, servers.database_url) as conn:
-        migrate(conn, s)
-        seed_library(s, conn, media=400, users=4, seed=7, embedder=HashingEmbedder(s.embedding_dim))
+    seed_schema(s, media=400, users=4, seed=7, embedder=HashingEmbedder(s.embedding_dim))
     yield s
     with connect(s, servers.database_url) as conn:
         drop_schema(conn, s.db_schema)
@@ -166,7 +162,8 @@ def svc_settings(base_settings: Settings, servers: Endpoints) -> Iterator[Settin
 def service(svc_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """`perflab serve` (one worker) on the seeded schema, for the whole session."""
     media = tmp_path_factory.mktemp("media")
-    with ServiceProcess(workers=1, env=service_env(svc_settings, media), log=media / "serve.log") as svc:
+    on = svc_settings.replace(embedder="hashing", media_root=media)
+    with ServiceProcess(on, workers=1, log=media / "serve.log") as svc:
         yield svc
 
 
@@ -176,6 +173,6 @@ def cluster_service(
 ) -> Iterator[ServiceProcess]:
     """`perflab serve` (two workers) on the seeded schema with the embedded cluster as its Redis."""
     media = tmp_path_factory.mktemp("media-cluster")
-    env = service_env(svc_settings, media, PERFLAB_REDIS_CLUSTER="1")
-    with ServiceProcess(workers=2, env=env, log=media / "serve.log") as svc:
+    on = svc_settings.replace(embedder="hashing", media_root=media, redis_cluster=True)
+    with ServiceProcess(on, workers=2, log=media / "serve.log") as svc:
         yield svc

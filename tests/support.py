@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import httpx
 
-from perflab.config import Settings
+from perflab.lab.harness import ServiceProcess
+from perflab.lab.harness import client as harness_client
 
 
-def service_env(settings: Settings, media: Path, **extra: str) -> dict[str, str]:
-    """Environment for a `perflab serve` child on `settings`' schema and key prefix (hashing embedder)."""
-    return {
-        "PERFLAB_HOME": str(settings.home),
-        "PERFLAB_DB_SCHEMA": settings.db_schema,
-        "PERFLAB_KEY_PREFIX": settings.key_prefix,
-        "PERFLAB_EMBEDDER": "hashing",
-        "PERFLAB_MEDIA_ROOT": str(media),
-        **extra,
-    }
+def client(service: ServiceProcess, email: str | None = None) -> httpx.Client:
+    """A client of the test service, signed in as the seeded user `email` unless None."""
+    return harness_client(service.url, email)

@@ -77,7 +77,18 @@ def test_a_wrong_dimension_or_foreign_value_is_a_miss(
         [1.0, "x"] + [0.0] * (DIM - 2),
         np.full(DIM, np.nan),
         np.full(DIM, np.inf),
+        np.full(DIM, 1e39),  # finite as float64, infinite as float32
+        np.ones(DIM) + 1j,  # numpy would drop the imaginary part with only a warning
+        np.ones(DIM, dtype=np.complex64),
+        ["1.5"] * DIM,  # numeric strings numpy would parse
+        np.array(["1.5"] * DIM),
+        np.ones(DIM, dtype=object),  # an object array numpy would unpack
+        [True] * DIM,
+        np.ones(DIM, dtype=bool),
+        [None] * DIM,
+        "1.5",
     ],
+    ids=lambda v: type(v).__name__ + ":" + str(getattr(v, "dtype", "")),
 )
 def test_bad_vectors_raise_and_store_nothing(
     cache: EmbeddingCache, redis_client: redis.Redis, bad: object
@@ -87,6 +98,11 @@ def test_bad_vectors_raise_and_store_nothing(
     with pytest.raises(CacheValueError):
         cache.set_many(["t", "u"], [bad, bad])
     assert not redis_client.exists(cache.manager.key(cache.key("t")))
+
+
+def test_integer_vectors_are_real_numbers_and_accepted(cache: EmbeddingCache) -> None:
+    assert cache.set("ints", np.arange(DIM))
+    assert np.array_equal(cache.get("ints"), np.arange(DIM, dtype=np.float32))
 
 
 def test_key_is_model_version_and_full_sha256(cache: EmbeddingCache) -> None:

@@ -21,6 +21,7 @@ from perflab.cache import (
     make_redis,
 )
 from perflab.config import Settings
+from perflab.net import wait_until
 from perflab.servers import RedisServer
 
 # A generous bound: a call against a dead or paused server is bounded by ~0.2 s socket timeouts.
@@ -84,15 +85,6 @@ def _bounded(fn: Callable[[], Any]) -> Any:
     return result
 
 
-def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_every_cache_call_fails_open_when_redis_stops_and_recovers_after_restart(
     private_redis: RedisServer, private_manager: CacheManager
 ) -> None:
@@ -124,7 +116,7 @@ def test_every_cache_call_fails_open_when_redis_stops_and_recovers_after_restart
     assert stats.breaker in ("open", "half_open")
 
     private_redis.start()
-    assert _wait_until(m.healthy), "the cache did not resume by itself"
+    assert wait_until(m.healthy, timeout=10), "the cache did not resume by itself"
     assert m.stats().breaker == "closed"
     assert m.set("k", {"v": 3}) and m.get("k") == {"v": 3}
     assert search.set("u", "q", None, [{"id": 2}]) and search.get("u", "q") == [{"id": 2}]
@@ -144,7 +136,7 @@ def test_a_paused_redis_costs_one_socket_timeout_not_a_hang(
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
         admin.close()
-    assert _wait_until(lambda: m.get("k") == 1)
+    assert wait_until(lambda: m.get("k") == 1, timeout=10)
 
 
 def test_sessions_refuse_rather_than_guess_when_redis_is_down(

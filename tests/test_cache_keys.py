@@ -9,7 +9,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from perflab.cache import CacheKeyError, user_tag
+from perflab.cache import CacheKeyError, CacheManager, SearchCache, SessionStore, user_tag
 from perflab.cache.keys import check_prefix, check_segment, glob_escape, hash_tag, sibling
 
 NASTY = [
@@ -37,14 +37,31 @@ def test_user_tag_is_hex_and_distinct_for_nasty_ids() -> None:
         assert re.fullmatch(r"\{u:[0-9a-f]{32}\}", tag)
 
 
-def test_user_tag_accepts_int_and_uuid_but_not_other_types() -> None:
-    u = uuid.uuid4()
-    assert user_tag(u) == user_tag(str(u))
-    assert user_tag(42) == user_tag("42")
-    with pytest.raises(CacheKeyError):
-        user_tag(None)  # type: ignore[arg-type]
-    with pytest.raises(CacheKeyError):
-        user_tag(True)
+@pytest.mark.parametrize("bad", [42, 1, True, uuid.UUID(int=1), None, b"1", 1.0])
+def test_a_user_id_is_a_str_and_nothing_else(bad: object) -> None:
+    """An int (or UUID) id and its string form would otherwise be one user: refused, not coerced."""
+    with pytest.raises(CacheKeyError, match="user id must be a str"):
+        user_tag(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [1, uuid.UUID(int=1)])
+def test_every_cache_api_refuses_a_non_str_user_id_without_writing(
+    cache_manager: CacheManager, redis_client: redis.Redis, bad: object
+) -> None:
+    search = SearchCache(cache_manager, ttl=60)
+    store = SessionStore(cache_manager, ttl=60, absolute_ttl=600)
+    calls = [
+        lambda: search.set(bad, "q", None, [{"id": 1}]),  # type: ignore[arg-type]
+        lambda: search.get(bad, "q"),  # type: ignore[arg-type]
+        lambda: search.invalidate_user(bad),  # type: ignore[arg-type]
+        lambda: store.create(bad),  # type: ignore[arg-type]
+        lambda: store.list_user_sessions(bad),  # type: ignore[arg-type]
+        lambda: store.revoke_all(bad),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(CacheKeyError):
+            call()
+    assert list(redis_client.scan_iter(match=f"{cache_manager.prefix}:*")) == []
 
 
 def test_hash_tag_follows_the_cluster_rule() -> None:

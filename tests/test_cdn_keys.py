@@ -6,17 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from perflab.cdn import (
-    IMMUTABLE,
-    CdnError,
-    UrlSigner,
-    cache_control_for,
-    etag_for,
-    is_hashed_key,
-    object_key,
-    srcset,
-)
+from perflab.cdn import IMMUTABLE, UrlSigner, cache_control_for, etag_for, srcset
 from perflab.cdn.headers import etag_matches, private_cache_control
+from perflab.images import InvalidKey, is_hashed_key, object_key
 
 
 def test_object_key_is_a_content_hash() -> None:
@@ -29,9 +21,9 @@ def test_object_key_is_a_content_hash() -> None:
     assert not is_hashed_key("users/7/avatar.jpg")
     wrong_fanout = "00" if not digest.startswith("00") else "11"
     assert not is_hashed_key(f"{wrong_fanout}/{digest}-w640.jpg")
-    with pytest.raises(CdnError):
+    with pytest.raises(InvalidKey):
         object_key(b"x", "../etc", "jpg")
-    with pytest.raises(CdnError):
+    with pytest.raises(InvalidKey):
         object_key(b"x", "w640", "j/pg")
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from perflab.cdn import IMMUTABLE, OriginServer, UrlSigner, make_origin_app, object_key
+from perflab.cdn import IMMUTABLE, OriginServer, UrlSigner, make_origin_app
+from perflab.images import object_key
 from perflab.images.storage import LocalStorage
 from perflab.servers.ports import free_port
 

@@ -54,3 +54,17 @@ def test_redact_url_hides_password_only() -> None:
     assert redact_url("postgresql://bob:s3cret@db:5432/x") == "postgresql://bob:***@db:5432/x"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
     assert "s3cret" not in redact_url("redis://:s3cret@h:6379/0")
+
+
+def test_to_env_round_trips_every_setting(tmp_path: Path) -> None:
+    s = Settings.from_env({}).replace(
+        redis_url="redis://127.0.0.1:7000/0",
+        database_url="postgresql://u@127.0.0.1:7001/db",
+        db_schema="other",
+        redis_socket_timeout=0.125,
+        media_root=tmp_path / "m",
+        session_secret="s" * 32,
+    )
+    assert Settings.from_env(s.to_env()) == s
+    unset = Settings.from_env({}).to_env()
+    assert unset["PERFLAB_REDIS_URL"] == "" and Settings.from_env(unset).embedded  # unset stays unset

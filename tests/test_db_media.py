@@ -70,6 +70,27 @@ def test_bad_embedding_leaves_no_media_row(db_pool, db_conn, user) -> None:
 
 
 @pytest.mark.parametrize(
+    "bad",
+    [
+        unit(3) + 1j,  # the imaginary part would be dropped silently
+        [str(x) for x in unit(3)],  # numeric strings such as "0.05"
+        np.array([str(x) for x in unit(3)]),
+        unit(3).astype(object),
+        [True] * 384,
+        np.full(384, 1e39),  # beyond float32
+        np.append(unit(3)[:-1], np.inf),
+    ],
+    ids=["complex", "str-list", "str-array", "object", "bool", "overflow", "inf"],
+)
+def test_an_embedding_that_is_not_real_floats_is_refused(db_pool, db_conn, user, bad: object) -> None:
+    with pytest.raises(InvalidInput, match=r"real numbers|NaN or infinite"):
+        insert_media(db_pool, user, NewMedia(filename="x.jpg"), bad, model_name="test")
+    with pytest.raises(InvalidInput, match=r"real numbers|NaN or infinite"):
+        VectorSearch(db_pool).search(user, bad, k=5)
+    assert count(db_conn, "media_files", user) == 0
+
+
+@pytest.mark.parametrize(
     "media",
     [
         NewMedia(filename=""),
@@ -102,3 +123,33 @@ def test_status_change_reaches_the_search_table(db_pool, db_conn, user) -> None:
     db_conn.execute("UPDATE media_files SET status = 'completed', media_type = 'video' WHERE id = %s", (mid,))
     hits = vs.search(user, unit(6), k=3, filters=SearchFilters(media_type="video"))
     assert [h.media_id for h in hits] == [mid]
+
+
+def test_the_new_media_record_carries_its_derivatives_and_only_its_owner_reads_them(
+    db_pool, db_conn, user
+) -> None:
+    """One insert writes the renditions (no follow-up UPDATE); the service's loads are scoped to the user."""
+    from perflab.db import QueryOptimizer
+
+    derivs = [
+        {"name": "master", "width": 64, "height": 48, "format": "jpeg", "key": "ab/ab-master.jpg", "bytes": 9}
+    ]
+    mid = insert_media(db_pool, user, NewMedia(filename="d.jpg", derivatives=derivs), unit(5), model_name="t")
+    queries = QueryOptimizer(db_pool)
+    assert queries.media_derivatives(user, [mid]) == {mid: derivs}
+    assert queries.user_media(user, mid)["derivatives"] == derivs
+    stranger = uuid.uuid4()
+    assert queries.media_derivatives(stranger, [mid]) == {}
+    assert queries.user_media(stranger, mid) is None
+    assert insert_media(db_pool, user, NewMedia(filename="e.jpg"), unit(6), model_name="t")  # default: none
+
+
+def test_counts_for_durability_checks(db_pool, db_conn, user) -> None:
+    from perflab.db.media import count_media, count_user_media
+
+    email = db_conn.execute("SELECT email FROM users WHERE id = %s", (user,)).fetchone()[0]
+    before, mine = count_media(db_pool), count_user_media(db_pool, email)
+    mid = insert_media(db_pool, user, NewMedia(filename="c.jpg"), unit(7), model_name="t")
+    assert count_media(db_pool) == before + 1 and count_user_media(db_pool, email) == mine + 1
+    assert count_media(db_pool, [mid, uuid.uuid4()]) == 1 and count_media(db_pool, []) == 0
+    assert count_user_media(db_pool, "nobody@test.invalid") == 0

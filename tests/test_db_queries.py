@@ -124,3 +124,10 @@ def test_hot_queries_are_prepared_on_the_connection(
     assert any("WHERE mf.id = ANY($1)" in s for s in norm), norm
     assert " ".join(USER_WITH_STATS.split()).replace("%s", "$1") in norm
     assert " ".join(BATCH_LOAD_MEDIA.split()).replace("%s", "$1") in norm
+
+
+def test_server_versions_names_postgres_and_pgvector(db_pool) -> None:
+    from perflab.db.versions import server_versions
+
+    v = server_versions(db_pool)
+    assert v.postgres[0].isdigit() and v.pgvector and v.pgvector_available

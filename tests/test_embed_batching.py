@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from perflab.embed import BatchingEmbedder, HashingEmbedder
+from perflab.embed import BatchingEmbedder, HashingEmbedder, LatencyEmbedder
 
 
 class _Counting:
@@ -17,6 +17,9 @@ class _Counting:
         self.model_name, self.dim = self.inner.model_name, self.inner.dim
         self.calls: list[int] = []
         self.fail_on: str | None = None
+
+    def warm(self) -> None:
+        self.inner.warm()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(len(texts))
@@ -77,6 +80,36 @@ def test_errors_reach_every_waiter_and_nobody_hangs() -> None:
     assert not any(t.is_alive() for t in threads)
     assert errors  # the batch with "boom" failed for all its members
     assert emb.embed(["after the failure"]).shape == (1, 64)  # leadership was handed back
+
+
+def test_no_caller_waits_more_than_a_few_batches_under_continuous_load() -> None:
+    """Issue 16.1: the leader used to run batches until nobody was waiting, so under steady load its
+    own call returned only when the load stopped. Counted in batches, not seconds: a call may see the
+    batch in progress when it arrives, the batches for the calls queued ahead of it, and its own."""
+    threads_n, calls_each, max_batch = 8, 30, 4
+    inner = LatencyEmbedder(HashingEmbedder(64), base_ms=5.0, per_item_ms=0.0, jitter=0.0)
+    emb = BatchingEmbedder(inner, max_batch=max_batch, max_wait_ms=2.0)
+    waited: list[int] = []  # batches completed while one call was in flight
+    barrier = threading.Barrier(threads_n)
+
+    def loop(t: int) -> None:
+        barrier.wait()
+        for i in range(calls_each):
+            before = inner.calls
+            emb.embed([f"thread {t} call {i}"])
+            waited.append(inner.calls - before)
+
+    threads = [threading.Thread(target=loop, args=(t,)) for t in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert len(waited) == threads_n * calls_each
+    # in progress + ceil(all callers / max_batch) + one batch of slack for thread scheduling
+    bound = 1 + -(-threads_n // max_batch) + 1
+    assert max(waited) <= bound, sorted(waited)[-5:]
+    assert inner.calls < threads_n * calls_each  # and it still batches
 
 
 def test_bad_arguments() -> None:

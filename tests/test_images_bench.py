@@ -18,7 +18,9 @@ def test_bench_json_contract(
     monkeypatch.setattr(bench, "photo_paths", lambda: small)
     args = ["--json", "--rounds", "1", "--format-sample", "1", "--ssim-sample", "1", "--no-batch"]
     assert bench.main(None, args) == 0  # type: ignore[arg-type]
-    result = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # one JSON object on one line, like every bench
+    result = json.loads(out)
     assert result["throughput_ratio_vs_pyvips"] > 0
     assert set(result["per_format"]) == {"jpeg", "webp", "avif"}
     for fmt, figures in result["per_format"].items():

@@ -23,8 +23,9 @@ from perflab.images import (
     UnsupportedFormat,
     sniff_format,
 )
-from perflab.images.corpus import BAD_FILES
 from perflab.images.errors import ProcessingFailed
+from perflab.images.safety import describe_formats
+from perflab.lab.corpus import BAD_FILES
 
 ERRORS = {
     cls.__name__: cls for cls in (CorruptImage, DecompressionBomb, EmptyFile, TooLarge, UnsupportedFormat)
@@ -127,3 +128,9 @@ def test_errors_survive_pickling() -> None:
         assert type(clone) is type(error)
         assert str(clone) == str(error)
         assert clone.__dict__ == error.__dict__
+
+
+def test_describe_formats_names_each_allowed_format_once() -> None:
+    assert describe_formats() == "JPEG, PNG, WebP, GIF or AVIF"
+    assert describe_formats(frozenset({"png", "jpeg"})) == "JPEG or PNG"
+    assert describe_formats(frozenset({"webp"})) == "WebP"

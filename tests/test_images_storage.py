@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from perflab.cdn import is_hashed_key, object_key
-from perflab.images import ImagePipeline, InvalidKey, ObjectNotFound, StorageError
+from perflab.images import ImagePipeline, InvalidKey, ObjectNotFound, StorageError, is_hashed_key, object_key
 from perflab.images.storage import LocalStorage, Storage, content_type_for_key, store_processed
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perflab.lab.compare import IncomparableRuns, compare_figures, compare_runs, lower_is_better
+from perflab.lab.compare import (
+    IncomparableRuns,
+    compare_figures,
+    compare_runs,
+    drift_notes,
+    lower_is_better,
+    speed_scale,
+)
 from perflab.lab.latency import LatencyHistogram, run_closed, run_open
 
 
@@ -92,3 +99,24 @@ def test_compare_refuses_different_environments(tmp_path: Path) -> None:
     shutil.rmtree(b)
     b = _run(tmp_path / "b", 2, [1.0] * 10)
     assert compare_runs(a, b)[0].figure == "s.lat_ms"
+
+
+def test_compare_normalizes_timings_by_the_machine_speed_index() -> None:
+    rng = np.random.default_rng(2)
+    a = list(rng.normal(10.0, 0.1, size=5))
+    b = [x * 1.25 for x in rng.normal(10.0, 0.1, size=5)]  # 25 % slower: on a 25 % slower machine
+    raw = compare_figures({"s.p95_ms.trials": a}, {"s.p95_ms.trials": b})
+    assert raw[0].verdict == "regression"
+    same_speed = compare_figures({"s.p95_ms.trials": a}, {"s.p95_ms.trials": b}, index_a=1.0, index_b=0.8)
+    assert same_speed[0].verdict == "no change" and abs(same_speed[0].change) < 0.03
+    # counts are not timings: never scaled; the CI and sample-count companions are not figures
+    assert speed_scale("s.errors", 1.0, 0.5) == 1.0 and speed_scale("s.rps", 1.0, 0.5) == 2.0
+    assert compare_figures({"s.p95_ms.samples": [1000] * 5}, {"s.p95_ms.samples": [1] * 5}) == []
+
+
+def test_drift_within_a_run_is_named() -> None:
+    drifted = {"calibration": {"index": 1.0, "drift": -0.2, "drifted": True, "drift_limit": 0.1}}
+    steady = {"calibration": {"index": 1.0, "drift": 0.01, "drifted": False, "drift_limit": 0.1}}
+    notes = drift_notes(steady, drifted)
+    assert any("run B" in n and "-20.0%" in n for n in notes) and not any("run A" in n for n in notes)
+    assert any("no calibration" in n for n in drift_notes({}, steady))

@@ -77,7 +77,15 @@ def test_report_gates_both_ways(tmp_path: Path, base_settings: Settings, value: 
     )
     assert [n.status for n in result.notebooks] == ["ok"]
     assert result.ok is exit_ok
-    assert json.loads((result.folder / "figures.json").read_text()) == {"t.value": value}
+    figures = json.loads((result.folder / "figures.json").read_text())
+    assert figures["t.value"] == value
+    assert set(figures["noise"]["10_tiny"]) >= {
+        "outsider_share",
+        "loadavg",
+        "steal_share",
+        "cpu_model",
+        "noisy",
+    }
     verdicts = json.loads((result.folder / "slo.json").read_text())
     assert verdicts[0]["status"] == ("pass" if exit_ok else "fail")
     index = (tmp_path / "reports" / "index.html").read_text()
@@ -86,6 +94,28 @@ def test_report_gates_both_ways(tmp_path: Path, base_settings: Settings, value: 
     manifest = json.loads((result.folder / "manifest.json").read_text())
     assert manifest["provenance"]["servers"]["pgvector"]
     assert manifest["parameters"]["10_tiny"]["value"] == value
+    assert (
+        manifest["calibration"]["index"] > 0 and manifest["calibration"]["start"]["seconds"]["sql_query"] > 0
+    )
+    assert result.exit_code == (0 if exit_ok else 1)
+
+
+def test_noisy_insufficient_or_straddling_figures_are_inconclusive() -> None:
+    objectives = slo.parse(
+        '[[slo]]\ncheck = "s.p95_ms < 100"\n[[slo]]\ncheck = "s.errors == 0"\n'
+        '[[slo]]\ncheck = "s.p99_ms < 100"\n[[slo]]\ncheck = "s.rps > 10"'
+    )
+    figures = {"s.p95_ms": 50.0, "s.errors": 0, "s.p99_ms": 60.0, "s.p99_ms.status": "insufficient",
+               "s.rps": 12.0, "s.rps.ci95": [8.0, 14.0]}  # fmt: skip
+    quiet = slo.evaluate(objectives, figures)
+    assert [v.status for v in quiet] == ["pass", "pass", "inconclusive", "inconclusive"]
+    assert "straddles" in quiet[3].reason and quiet[3].ci95 == (8.0, 14.0)
+    noisy = slo.evaluate(objectives, figures, noisy={"s.p95_ms", "s.errors"})
+    assert [v.status for v in noisy][:2] == ["inconclusive", "pass"]  # a count is not a timing figure
+    assert slo.exit_code(noisy) == 3 and slo.exit_code(noisy[:2][1:]) == 0
+    assert slo.exit_code([*noisy, slo.Verdict("x", "x", None, "missing", "")]) == 1
+    assert slo.exit_code(noisy[1:2], notebooks_ok=False) == 1
+    assert not slo.noise_sensitive("reliability.redis_stop_5xx") and slo.noise_sensitive("x.recovery_s")
 
 
 def test_partial_runs_skip_missing_figures() -> None:

@@ -17,6 +17,7 @@ NOTEBOOKS = sorted(p.stem for p in (project_root() / "notebooks").glob("[0-9][0-
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # seven notebooks in one test: the suite's 300 s default is per ordinary test
 def test_every_notebook_runs_and_records_its_figures(
     base_settings: Settings, servers: Endpoints, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

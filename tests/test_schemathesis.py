@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from perflab.lab.harness import ServiceProcess
 from perflab.service.auth import COOKIE_NAME
-from perflab.service.server import ServiceProcess
 
 OPERATIONS = [
     ("POST", "/sessions"),

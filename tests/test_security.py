@@ -25,17 +25,18 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from PIL import Image
 from psycopg_pool import ConnectionPool
+from support import client as _client
 
 from perflab.cache import CacheManager, SessionStore, make_redis
 from perflab.cache.keys import user_digest
 from perflab.cdn import OriginServer, UrlSigner, make_origin_app
 from perflab.config import Settings
 from perflab.db import InvalidInput, SearchFilters, VectorSearch, connect
+from perflab.lab.harness import ServiceProcess
+from perflab.net import free_port, wait_until
 from perflab.servers import Endpoints, RedisServer
-from perflab.servers.ports import free_port
 from perflab.service.auth import COOKIE_NAME, SessionAuth
 from perflab.service.secrets import load_secret
-from perflab.service.server import ServiceProcess
 
 # Any code point, lone surrogates and the characters of Redis patterns, hash tags and SQL made likely.
 ANY_CHAR = st.one_of(
@@ -47,13 +48,6 @@ ANY_TEXT = st.lists(ANY_CHAR, max_size=24).map("".join)
 FIXED = hsettings(
     derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def _client(service: ServiceProcess, email: str | None = None) -> httpx.Client:
-    client = httpx.Client(base_url=service.url, timeout=30)
-    if email:
-        assert client.post("/sessions", json={"email": email}).status_code == 201
-    return client
 
 
 def _search(client: httpx.Client, q: str, k: int = 5) -> httpx.Response:
@@ -242,14 +236,11 @@ def test_revocations_hold_while_redis_is_down_and_after_it_returns(
         auth.revoke_all(db_user)
         assert auth.authenticate(revoked) is None and auth.authenticate(other) is None
         private_redis.start()  # with its data: sessions are persisted (AOF)
-        deadline = time.monotonic() + 10
         refused = lambda: all(auth.authenticate(c) is None for c in (logged_out, revoked, other))  # noqa: E731
         # Once Redis answers again, authentication reads it rather than PostgreSQL: the revocations
         # must have reached it, or the sessions revive with it.
         back = lambda: store.manager.healthy() and refused()  # noqa: E731
-        while not back() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert back()
+        assert wait_until(back, timeout=10, interval=0.1)
         fresh = auth.login(db_user, {})
         assert auth.authenticate(fresh) is not None  # a sign-in after the revoke-all is fine
     finally:

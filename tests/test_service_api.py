@@ -4,6 +4,7 @@ private Redis for the fail-open test)."""
 from __future__ import annotations
 
 import io
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,21 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from support import service_env
+from support import client as _client
 
 from perflab.config import Settings
 from perflab.db import connect
+from perflab.images.safety import DEFAULT_ALLOWED, describe_formats
+from perflab.lab.harness import ServiceProcess
 from perflab.servers import Endpoints, RedisServer
 from perflab.service.auth import COOKIE_NAME
-from perflab.service.server import ServiceProcess
-
-
-def _client(service: ServiceProcess, email: str | None = None) -> httpx.Client:
-    client = httpx.Client(base_url=service.url, timeout=30)
-    if email:
-        r = client.post("/sessions", json={"email": email})
-        assert r.status_code == 201, r.text
-    return client
 
 
 def _photo(seed: int = 0, size: tuple[int, int] = (640, 480)) -> bytes:
@@ -171,18 +165,32 @@ def test_health_metrics_openapi(service: ServiceProcess) -> None:
     assert {"/search", "/media", "/sessions", "/health"} <= set(schema["paths"])
 
 
+def test_upload_schema_names_exactly_the_accepted_formats(service: ServiceProcess) -> None:
+    """The file field's description is what the safety checks allow: a TIFF it does not name is 415."""
+    c = _client(service, "user4@example.com")
+    schema = c.get("/openapi.json").json()
+    described = schema["components"]["schemas"]["Body_upload_media_post"]["properties"]["file"]["description"]
+    assert described == describe_formats(DEFAULT_ALLOWED) and "TIFF" not in described
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(buf, "TIFF")
+    r = c.post("/media", files={"file": ("scan.tif", buf.getvalue(), "image/tiff")})
+    assert r.status_code == 415 and r.json()["error"] == "UnsupportedFormat"
+
+
 @pytest.fixture()
 def own_redis_service(
     private_redis: RedisServer, svc_settings: Settings, servers: Endpoints, tmp_path: Path
 ) -> Iterator[tuple[ServiceProcess, RedisServer]]:
     """The service on the seeded schema, but with a Redis of this test's own to stop and restart."""
-    env = service_env(
-        svc_settings,
-        tmp_path / "media",
-        PERFLAB_REDIS_URL=private_redis.url,
-        PERFLAB_DATABASE_URL=servers.database_url,
+    on = svc_settings.replace(
+        embedder="hashing",
+        media_root=tmp_path / "media",
+        redis_url=private_redis.url,
+        database_url=servers.database_url,
+        session_secret=secrets.token_hex(32),  # staging URLs: serve refuses to start without
+        cdn_signing_key=secrets.token_hex(32),
     )
-    with ServiceProcess(workers=1, env=env, log=tmp_path / "serve.log") as svc:
+    with ServiceProcess(on, workers=1, log=tmp_path / "serve.log") as svc:
         yield svc, private_redis
 
 
@@ -258,3 +266,9 @@ def test_history_and_popularity_are_written_off_the_request_path(
         time.sleep(0.2)
     assert popular.get("quokka selfie on rottnest island") == 3.0
     assert rows == 3
+
+
+def test_the_public_face_resolves_every_name() -> None:
+    import perflab.service
+
+    assert all(getattr(perflab.service, name) is not None for name in perflab.service.__all__)

@@ -9,8 +9,8 @@ from conftest import raw_redis
 from PIL import Image
 
 from perflab.config import Settings
+from perflab.lab.harness import ServiceProcess
 from perflab.servers import Endpoints
-from perflab.service.server import ServiceProcess
 
 
 def _photo() -> bytes:

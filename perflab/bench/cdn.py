@@ -30,11 +30,11 @@ from perflab.cdn.edge import NginxEdge, find_nginx
 from perflab.cdn.errors import EdgeUnavailable
 from perflab.config import Settings
 from perflab.errors import ServiceUnavailable
-from perflab.images.corpus import photo_paths
 from perflab.images.pipeline import ImagePipeline
 from perflab.images.storage import LocalStorage, store_processed
+from perflab.lab.corpus import photo_paths
 from perflab.lab.latency import LatencyHistogram
-from perflab.servers.ports import free_port
+from perflab.net import free_port, http_ok, wait_until
 
 ROOT_ENV = "PERFLAB_BENCH_MEDIA_ROOT"
 
@@ -68,13 +68,9 @@ def _start_origin(root: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.05)
+    health = f"http://127.0.0.1:{port}/healthz"
+    if wait_until(lambda: http_ok(health, timeout=0.5), timeout=20, alive=lambda: proc.poll() is None):
+        return proc
     proc.kill()
     raise ServiceUnavailable("origin", f"http://127.0.0.1:{port}", "did not start", "see uvicorn's output")
 
@@ -177,7 +173,7 @@ def main(settings: Settings, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     result = run(args.requests, args.skew, args.concurrency, args.seed)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
     else:
         lat = result["latency_ms"]
         print(

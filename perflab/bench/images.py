@@ -29,12 +29,12 @@ from PIL import Image
 from perflab.bench._vips_baseline import VipsPipeline, import_pyvips
 from perflab.config import Settings
 from perflab.images.batch import default_workers, process_batch
-from perflab.images.corpus import photo_paths
 from perflab.images.decode import read_source
 from perflab.images.derivatives import MASTER, THUMBNAIL, Size, plan
 from perflab.images.formats import OUTPUT_FORMATS
 from perflab.images.pipeline import ImagePipeline, PipelineOptions, full_resolution, source_box
 from perflab.images.quality import reference, ssim
+from perflab.lab.corpus import photo_paths
 from perflab.lab.latency import LatencyHistogram
 
 Outputs = dict[str, tuple[bytes, int, int]]
@@ -312,7 +312,7 @@ def main(settings: Settings, argv: list[str]) -> int:
         workers=args.workers,
     )
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
     else:
         _print_table(result)
     return 0

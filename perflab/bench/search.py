@@ -3,19 +3,19 @@
 Against a real `perflab serve` (2 uvicorn workers) on a seeded library of N media in its own schema.
 - cold: every request a query never seen (search-cache and embedding-cache miss: embed + vector search)
 - warm: requests repeating primed (user, query) pairs (search-cache hits)
-both at concurrency 8; throughput at concurrency 1, 8 and 32 on the warm mix; per-stage p95 from the
-cold requests' Server-Timing headers. Percentiles come from HDR histograms.
+both at concurrency 8, in `trials` interleaved trials (cold, warm, cold, warm, ...), each a measured
+phase (CPU ms per request of server / client / Redis / PostgreSQL, and a noise record); throughput at
+concurrency 1, 8 and 32 on the warm mix (interleaved trials too); per-stage p95 from the cold requests'
+Server-Timing headers. Percentiles come from HDR histograms; the envelope is perflab/bench/contract.py's.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
-import json
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -23,26 +23,32 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import orjson
 
+from perflab.bench.contract import Phase, PhaseRecord, Result, cli, estimate, interleave, percentile_estimate
 from perflab.cache import CacheManager, make_redis
 from perflab.config import Settings
-from perflab.db import connect, migrate, seed_library
+from perflab.db import SeedResult, seeded_email
 from perflab.db.vocabulary import QueryVocabulary
-from perflab.embed import make_embedder
+from perflab.lab.cpu import Source, lab_sources
+from perflab.lab.harness import SeededService, seed_schema
 from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
+from perflab.lab.provenance import collect
 from perflab.servers import endpoints
-from perflab.service.server import ServiceProcess
 
 
 @dataclass(frozen=True)
-class SearchBenchConfig:
-    rows: int = 100_000
+class Config:
+    rows: int = field(default=100_000, metadata={"help": "media in the seeded library"})
     users: int = 200
     seed: int = 42
     serve_workers: int = 2
-    cold_requests: int = 600
-    warm_requests: int = 3000
-    rps_requests: int = 1500
+    cold_requests: int = field(default=1000, metadata={"flag": "--cold", "help": "cold requests per trial"})
+    warm_requests: int = field(default=2000, metadata={"flag": "--warm", "help": "warm requests per trial"})
+    rps_requests: int = field(default=400, metadata={"help": "requests per throughput trial"})
     concurrency: int = 8
+    trials: int = field(default=5, metadata={"help": "trials per figure (>= 5)"})
+
+
+SearchBenchConfig = Config  # the name notebooks and tests know
 
 
 def bench_settings(settings: Settings, rows: int) -> Settings:
@@ -53,15 +59,12 @@ def bench_settings(settings: Settings, rows: int) -> Settings:
     )
 
 
-def prepare_library(settings: Settings, cfg: SearchBenchConfig, *, progress: bool = False) -> dict[str, Any]:
+def prepare_library(settings: Settings, cfg: Config, *, progress: bool = False) -> dict[str, Any]:
     """Seed (or find) the bench library; returns what was seeded and how long it took."""
-    ep = endpoints(settings)
-    with connect(settings, ep.database_url) as conn:
-        migrate(conn, settings)
-        result = seed_library(
-            settings, conn, media=cfg.rows, users=cfg.users, seed=cfg.seed,
-            embedder=make_embedder(settings), progress=progress,
-        )  # fmt: skip
+    return _seeded(seed_schema(settings, media=cfg.rows, users=cfg.users, seed=cfg.seed, progress=progress))
+
+
+def _seeded(result: SeedResult) -> dict[str, Any]:
     return {"created": result.created, "seconds": round(result.elapsed_s, 1), "largest_user": result.sizes[0]}
 
 
@@ -118,7 +121,7 @@ class _Clients:
         if conn is None:
             with self._lock:
                 user = self._rng.randint(1, self.users)
-            conn = self._local.conn = _Connection(self.url, f"user{user}@example.com")
+            conn = self._local.conn = _Connection(self.url, seeded_email(user))
             with self._lock:
                 self.all.append(conn)
         return conn
@@ -154,34 +157,34 @@ def _search(
 class SearchBench:
     """A running service on a seeded library, and the load phases the benchmark and notebooks share."""
 
-    def __init__(
-        self, settings: Settings, cfg: SearchBenchConfig, *, log: Callable[[str], None] = print
-    ) -> None:
+    def __init__(self, settings: Settings, cfg: Config, *, log: Callable[[str], None] = print) -> None:
         self.settings = bench_settings(settings, cfg.rows)
         self.cfg = cfg
         self.log = log
         self.vocab = list(QueryVocabulary(cfg.seed).queries)
         self.warm_set = self.vocab[:50]
         self._cold_next = 0
-        self._svc: ServiceProcess | None = None
+        self._svc: SeededService | None = None
+        self._sources: dict[str, Source] = {}
+        self._primed: set[int] = set()
         self.seeded: dict[str, Any] = {}
+        self.last_phase: PhaseRecord | None = None  # CPU and noise of the last cold()/warm() call
 
     def __enter__(self) -> SearchBench:
         self.log(
             f"seeding {self.cfg.rows} media for {self.cfg.users} users (schema {self.settings.db_schema}) ..."
         )
-        self.seeded = prepare_library(self.settings, self.cfg)
+        cfg = self.cfg
+        # On the bench's own settings: the service embeds queries with the model the library was seeded with.
+        self._svc = SeededService(
+            self.settings, media=cfg.rows, users=cfg.users, seed=cfg.seed, workers=cfg.serve_workers,
+            log=Path(self.settings.home) / "bench-search-serve.log",
+        ).start()  # fmt: skip
+        assert self._svc.seeded is not None
+        self.seeded = _seeded(self._svc.seeded)
         clear_cache(self.settings)
-        s = self.settings
-        env = {  # the service must embed queries with the model the library was seeded with
-            "PERFLAB_DB_SCHEMA": s.db_schema,
-            "PERFLAB_KEY_PREFIX": s.key_prefix,
-            "PERFLAB_HOME": str(s.home),
-            "PERFLAB_EMBEDDER": s.embedder,
-            "PERFLAB_EMBEDDING_DIM": str(s.embedding_dim),
-        }
-        log_path = Path(self.settings.home) / "bench-search-serve.log"
-        self._svc = ServiceProcess(workers=self.cfg.serve_workers, env=env, log=log_path).start()
+        assert self._svc.process is not None and self._svc.process.proc is not None
+        self._sources = lab_sources(self.settings, self._svc.process.proc.pid)
         warmup = _Clients(self.url, self.cfg.users, self.cfg.seed)
         run_closed(_search(warmup, lambda i: f"warmup query {i}", None), concurrency=4, requests=32)
         warmup.close()
@@ -213,8 +216,11 @@ class SearchBench:
         queries = self._cold_queries(requests)
         clients = _Clients(self.url, self.cfg.users, self.cfg.seed + 1000 + self._cold_next)
         try:
-            return run_closed(_search(clients, lambda i: queries[i], stages), concurrency=concurrency,
-                              requests=requests, keep_samples=True)  # fmt: skip
+            with Phase("cold", self._sources) as ph:
+                res = run_closed(_search(clients, lambda i: queries[i], stages), concurrency=concurrency,
+                                 requests=requests, keep_samples=True)  # fmt: skip
+            self.last_phase = ph.finish(res.requests)
+            return res
         finally:
             clients.close()
 
@@ -223,64 +229,79 @@ class SearchBench:
         clients = _Clients(self.url, self.cfg.users, self.cfg.seed + concurrency)
         ws = self.warm_set
         try:
-            run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
-                       requests=len(ws) * concurrency * 2)  # fmt: skip
-            return run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
-                              requests=requests, keep_samples=True)  # fmt: skip
+            if concurrency not in self._primed:  # the same users each call: their entries stay cached
+                run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
+                           requests=len(ws) * concurrency * 2)  # fmt: skip
+                self._primed.add(concurrency)
+            with Phase("warm", self._sources) as ph:
+                res = run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
+                                 requests=requests, keep_samples=True)  # fmt: skip
+            self.last_phase = ph.finish(res.requests)
+            return res
         finally:
             clients.close()
 
 
-def run_search_bench(
-    settings: Settings, cfg: SearchBenchConfig, *, log: Callable[[str], None] = print
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"rows": cfg.rows, "users": cfg.users, "serve_workers": cfg.serve_workers,
-                           "concurrency": cfg.concurrency}  # fmt: skip
+def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = print) -> Result:
+    """Cold and warm latency in interleaved trials, throughput at 1 / 8 / 32, each trial a phase."""
+    result = Result("search", asdict(cfg), provenance=collect(settings))
     stages: dict[str, LatencyHistogram] = {}
+    lat: dict[str, list[LoadResult]] = {"cold": [], "warm": []}
     with SearchBench(settings, cfg, log=log) as bench:
-        out["seeded"] = bench.seeded
-        out["embedder"] = bench.embedder()
-        log(f"cold: {cfg.cold_requests} requests at concurrency {cfg.concurrency}")
-        cold = bench.cold(cfg.concurrency, cfg.cold_requests, stages)
-        log(f"warm: {cfg.warm_requests} requests at concurrency {cfg.concurrency}")
-        warm = bench.warm(cfg.concurrency, cfg.warm_requests)
-        rps = {}
-        for c in (1, 8, 32):
-            rps[c] = bench.warm(c, cfg.rps_requests)
-            log(f"rps c={c}: {rps[c].throughput:.0f}/s")
-    ws, cs = warm.histogram.summary(), cold.histogram.summary()
-    out.update({
-        "warm_p50_ms": ws["p50_ms"], "warm_p95_ms": ws["p95_ms"], "warm_p99_ms": ws["p99_ms"],
-        "cold_p50_ms": cs["p50_ms"], "cold_p95_ms": cs["p95_ms"], "cold_p99_ms": cs["p99_ms"],
-        "rps_c1": round(rps[1].throughput, 1), "rps_c8": round(rps[8].throughput, 1),
-        "rps_c32": round(rps[32].throughput, 1),
+        legacy: dict[str, Any] = {"rows": cfg.rows, "users": cfg.users, "serve_workers": cfg.serve_workers,
+                                  "concurrency": cfg.concurrency, "seeded": bench.seeded,
+                                  "embedder": bench.embedder()}  # fmt: skip
+
+        def trial(kind: str) -> Callable[[int], LoadResult]:
+            def go(i: int) -> LoadResult:
+                if kind == "cold":
+                    res = bench.cold(cfg.concurrency, cfg.cold_requests, stages)
+                else:
+                    res = bench.warm(cfg.concurrency, cfg.warm_requests)
+                assert bench.last_phase is not None
+                result.add_phase(bench.last_phase)
+                log(f"{kind} trial {i + 1}/{cfg.trials}: p95 {res.histogram.percentile_ms(95):.1f} ms, "
+                    f"{res.requests} requests")  # fmt: skip
+                return res
+
+            return go
+
+        lat = interleave({"cold": trial("cold"), "warm": trial("warm")}, cfg.trials)
+
+        def rps_trial(c: int) -> Callable[[int], LoadResult]:
+            return lambda i: bench.warm(c, cfg.rps_requests)
+
+        rps = interleave({f"c{c}": rps_trial(c) for c in (1, 8, 32)}, cfg.trials)
+    for kind, runs in lat.items():
+        hists = [r.histogram for r in runs]
+        noisy = result.phase_noisy(kind)
+        for p in (50, 95, 99):
+            result.estimates[f"{kind}_p{p}_ms"] = percentile_estimate(hists, p, noisy=noisy)
+    for key, runs in rps.items():
+        result.estimates[f"rps_{key}"] = estimate([r.throughput for r in runs])
+    result.estimates["p95_ms_c32"] = percentile_estimate([r.histogram for r in rps["c32"]], 95)
+    legacy.update({k: e.median for k, e in result.estimates.items()})
+    legacy.update({
         "stage_p95_ms": {k: h.percentile_ms(95) for k, h in sorted(stages.items())},
         "stage_p50_ms": {k: h.percentile_ms(50) for k, h in sorted(stages.items())},
-        "errors": warm.errors + cold.errors + sum(r.errors for r in rps.values()),
-        "samples": {"warm": warm.histogram.count, "cold": cold.histogram.count},
-        "p95_ms_c32": rps[32].histogram.percentile_ms(95),
+        "errors": sum(r.errors for runs in (*lat.values(), *rps.values()) for r in runs),
+        "samples": {kind: sum(r.histogram.count for r in runs) for kind, runs in lat.items()},
     })  # fmt: skip
-    return out
+    result.legacy = legacy
+    return result
+
+
+def run_search_bench(
+    settings: Settings, cfg: Config, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """The JSON envelope of `run` (the old entry point: its flat keys are still there)."""
+    return run(settings, cfg, log=log).envelope()
 
 
 def main(settings: Settings, argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="perflab bench search", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000, help="media in the seeded library")
-    parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--cold", type=int, default=600, help="cold requests")
-    parser.add_argument("--warm", type=int, default=3000, help="warm requests")
-    parser.add_argument("--serve-workers", type=int, default=2)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    cfg = SearchBenchConfig(rows=args.rows, users=args.users, seed=args.seed, cold_requests=args.cold,
-                            warm_requests=args.warm, serve_workers=args.serve_workers)  # fmt: skip
     import sys
 
-    result = run_search_bench(settings, cfg, log=lambda m: print(m, file=sys.stderr))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:>16}: {v}")
-    return 0
+    def run_logged(s: Settings, cfg: Config) -> Result:
+        return run(s, cfg, log=lambda m: print(m, file=sys.stderr))
+
+    return cli(settings, argv, Config, run_logged, __doc__, name="search")

@@ -3,7 +3,8 @@
 Key: `{prefix}:emb:{model}:{version}:{sha256(text)}` (the full 256-bit digest, so two texts never
 share an entry). Value: an 8-byte header (magic, dimension) and the packed little-endian float32
 vector: about 5x smaller than the same vector as JSON, and decoded without parsing. A value with the
-wrong header or length (another model's, a corrupt one) is a miss, never a crash.
+wrong header or length (another model's, a corrupt one) or with NaN or infinite values is a miss,
+never a crash.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from perflab.arrays import real_floats
 from perflab.cache.errors import CacheValueError
 from perflab.cache.keys import check_segment, digest, glob_escape
 from perflab.cache.manager import CacheManager
@@ -61,7 +63,8 @@ class EmbeddingCache:
         """The vector (a read-only view of `data`), or None when `data` is not one of ours."""
         if data is None or len(data) != self._size or not data.startswith(self._header):
             return None
-        return np.frombuffer(data, _DTYPE, self.dim, _HEAD.size)
+        vec = np.frombuffer(data, _DTYPE, self.dim, _HEAD.size)
+        return vec if np.isfinite(vec).all() else None
 
     def get(self, text: str) -> np.ndarray | None:
         data = self.manager.get_raw(self.key(text))
@@ -80,17 +83,21 @@ class EmbeddingCache:
             [ns + sha256(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
         )
         size, header, dim, offset, frombuffer = self._size, self._header, self.dim, _HEAD.size, np.frombuffer
+        isfinite = np.isfinite
         out: list[np.ndarray | None] = []
         append = out.append
         bad = 0
         for data in values:
             if data is None:
                 append(None)
-            elif len(data) == size and data.startswith(header):
-                append(frombuffer(data, _DTYPE, dim, offset))
-            else:
-                bad += 1
-                append(None)
+                continue
+            if len(data) == size and data.startswith(header):
+                vec = frombuffer(data, _DTYPE, dim, offset)
+                if isfinite(vec).all():
+                    append(vec)
+                    continue
+            bad += 1
+            append(None)
         if bad:
             self.manager.count(corrupt=bad)
         return out
@@ -117,13 +124,8 @@ class EmbeddingCache:
         return self.manager.delete_pattern(glob_escape(self._ns) + "*")
 
     def _as_matrix(self, vecs: Any, n: int, *, single: bool) -> np.ndarray:
-        try:
-            arr = np.asarray(vecs, dtype=_DTYPE)
-        except (TypeError, ValueError) as exc:
-            raise CacheValueError(f"embedding is not a numeric vector: {exc}") from exc
+        arr = real_floats(vecs, CacheValueError)
         expected = (self.dim,) if single else (n, self.dim)
         if arr.shape != expected:
             raise CacheValueError(f"embedding shape {arr.shape} != expected {expected}")
-        if not np.isfinite(arr).all():
-            raise CacheValueError("embedding holds NaN or infinite values")
-        return np.ascontiguousarray(arr)
+        return np.ascontiguousarray(arr, dtype=_DTYPE)

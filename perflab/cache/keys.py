@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 
 from perflab.cache.errors import CacheKeyError
 
-UserId = str | int | uuid.UUID
+# One type only: were ints (or UUIDs) accepted too, `1` and `"1"` would be the same user by accident.
+UserId = str
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._/@+-]{1,128}")
 _PREFIX_FORBIDDEN = re.compile(r"[{}*?\[\]\\\s]")
@@ -29,9 +29,9 @@ def digest(text: str | bytes, size: int = 32) -> str:
 
 def user_digest(user_id: UserId) -> str:
     """The 128-bit digest that stands for a user in every key (and in session ids)."""
-    if isinstance(user_id, bool) or not isinstance(user_id, str | int | uuid.UUID):
-        raise CacheKeyError(f"user id must be str, int or UUID, not {type(user_id).__name__}")
-    return digest(str(user_id))
+    if not isinstance(user_id, str):
+        raise CacheKeyError(f"user id must be a str, not {type(user_id).__name__}: convert it explicitly")
+    return digest(user_id)
 
 
 def user_tag(user_id: UserId) -> str:

@@ -497,6 +497,10 @@ class CacheManager:
         """This manager's counters and latency percentiles, plus the breaker state."""
         return self._stats.snapshot(self.breaker.state)
 
+    def counts(self) -> dict[str, int]:
+        """Just the counters (see stats.COUNTERS): cheap, no latency percentiles computed."""
+        return self._stats.counts()
+
     def reset_stats(self) -> None:
         self._stats.reset()
 

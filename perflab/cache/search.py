@@ -9,13 +9,15 @@ A read MGETs the generation and the entry together (one round trip) and treats a
 another generation as a miss, so `invalidate_user` is one INCR, never a pattern scan. Entries of old
 generations are overwritten or expire by TTL. A missing generation key (expired, evicted) makes every
 entry of that user a miss; a new one starts at a random value so an evicted counter can never make old
-entries valid again.
+entries valid again. A counter that is not a positive decimal integer (corrupted, written by someone
+else) counts as missing: reads miss, and the next `set` or `invalidate_user` replaces it with a seed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -33,32 +35,57 @@ log = logging.getLogger(__name__)
 _POPULAR_KEY = "search:popular"
 _MAX_TRACKED_CHARS = 256
 _GEN_SEED_BITS = 48
+_GEN_DIGITS = 18  # INCR stays far from int64 overflow; seeds have at most 15 digits
+_VALID_GEN = re.compile(rb"[1-9][0-9]{0,%d}" % (_GEN_DIGITS - 1))
 
+# The generation at KEYS[1] when it is one we could have written, else nil (missing, corrupt, not a string).
+_GEN = """
+local function generation()
+  local g = redis.pcall('GET', KEYS[1])
+  if type(g) == 'string' and #g <= 18 and string.match(g, '^[1-9]%d*$') then return g end
+  return nil
+end
+"""  # 18: _GEN_DIGITS
 # KEYS: gen, entry. ARGV: payload, ttl_ms, expected generation ('' = any, '0' = none yet), seed.
-_SET = """
-local g = redis.call('GET', KEYS[1])
+_SET = (
+    _GEN
+    + """
+local g = generation()
 if ARGV[3] ~= '' and (g or '0') ~= ARGV[3] then return 0 end
 if not g then g = ARGV[4]; redis.call('SET', KEYS[1], g) end
 redis.call('SET', KEYS[2], g .. '|' .. ARGV[1], 'PX', ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
+)
 # KEYS: gen. ARGV: seed, ttl_ms. Returns the new generation.
-_BUMP = """
+_BUMP = (
+    _GEN
+    + """
 local g
-if redis.call('EXISTS', KEYS[1]) == 1 then g = redis.call('INCR', KEYS[1])
+if generation() then g = redis.call('INCR', KEYS[1])
 else g = tonumber(ARGV[1]); redis.call('SET', KEYS[1], ARGV[1]) end
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return g
 """
+)
 # KEYS: popularity set. ARGV: member, size. Trims back to `size` once it holds twice as many, so a
 # new query has room to gather counts before it competes with the established ones.
 _TRACK = """
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
 redis.call('ZINCRBY', KEYS[1], tonumber(ARGV[3] or 1), ARGV[1])
 local size = tonumber(ARGV[2])
 if redis.call('ZCARD', KEYS[1]) > 2 * size then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(size + 1)) end
 return 1
 """
+
+
+def _generation(raw: bytes | None) -> int:
+    """A stored generation counter as an int; 0 (none yet) when missing or not one we could have written."""
+    if raw is None or not _VALID_GEN.fullmatch(raw):
+        return 0
+    return int(raw)
 
 
 def _utf8(text: str) -> bytes:
@@ -133,9 +160,12 @@ class SearchCache:
         )
         if reply is None:
             return CachedSearch(None, None)
-        gen, data = reply
-        generation = int(gen) if gen is not None else 0
-        if gen is None or data is None:
+        return self.decode(reply[0], reply[1])
+
+    def decode(self, gen: bytes | None, data: bytes | None) -> CachedSearch:
+        """A lookup from the two values at `keys()` (read here or in a caller's own round trip)."""
+        generation = _generation(gen)
+        if not generation or data is None:
             self.manager.count(misses=1)
             return CachedSearch(None, generation)
         sep = data.find(b"|")
@@ -146,7 +176,7 @@ class SearchCache:
             results = orjson.loads(memoryview(data)[sep + 1 :])
         except orjson.JSONDecodeError:
             results = None
-        if not isinstance(results, list):
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
             self.manager.count(hits=1, corrupt=1)
             return CachedSearch(None, generation)
         self.manager.count(hits=1)
@@ -189,10 +219,14 @@ class SearchCache:
     def generation(self, user_id: UserId) -> int | None:
         """The user's current generation (0: none yet; None: Redis unavailable)."""
         gen_key = self.manager.key(f"{user_tag(user_id)}:search:gen")
-        reply = self.manager.call("search.generation", lambda c: [c.get(gen_key)], None)
+        # MGET, not GET: a key of another type reads as nil instead of failing with WRONGTYPE.
+        reply = cast(
+            list[bytes | None] | None,
+            self.manager.call("search.generation", lambda c: c.mget([gen_key]), None),
+        )
         if reply is None:
             return None
-        return int(reply[0]) if reply[0] is not None else 0
+        return _generation(reply[0])
 
     def invalidate_user(self, user_id: UserId) -> int:
         """Make every cached result of this user a miss, in O(1). Returns the new generation (>= 1),
@@ -225,6 +259,22 @@ class SearchCache:
             )
         )
 
+    def track_many(self, counts: Mapping[str, int]) -> bool:
+        """`track` for many queries in one round trip (a pipeline): the history writer's batch."""
+        key = self.manager.key(_POPULAR_KEY)
+        members = [(q, int(n)) for q, n in ((normalize_query(q), n) for q, n in counts.items())
+                   if q and len(q) <= _MAX_TRACKED_CHARS and n >= 1]  # fmt: skip
+        if not members:
+            return False
+
+        def run(c: RedisClient) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for q, n in members:
+                self._track(keys=[key], args=[_utf8(q), self.popularity_size, n], client=pipe)
+            return list(pipe.execute())
+
+        return bool(self.manager.call("search.track_many", run, []))
+
     def popular(self, n: int = 20) -> list[tuple[str, float]]:
         """The `n` most searched normalized queries with their counts, most popular first."""
         n = min(n, self.popularity_size)
@@ -236,7 +286,13 @@ class SearchCache:
             return list(c.zrevrange(key, 0, n - 1, withscores=True))
 
         rows: list[Any] = self.manager.call("search.popular", fetch, [])
-        return [(m.decode("utf-8", "surrogatepass"), float(s)) for m, s in rows]
+        out = []
+        for member, score in rows:
+            try:
+                out.append((member.decode("utf-8", "surrogatepass"), float(score)))
+            except UnicodeDecodeError:  # not a query we tracked: skip it
+                log.debug("search cache: skipping a popularity member that is not UTF-8")
+        return out
 
     def warm(
         self, user_id: UserId, search_fn: Callable[[str], Sequence[Mapping[str, Any]]], top_n: int = 20

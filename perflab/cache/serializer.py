@@ -6,6 +6,7 @@ metadata of values written by `get_or_set` (how long the value took to compute, 
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -65,6 +66,8 @@ def loads_entry(data: bytes) -> tuple[Any, float, float]:
         if len(data) < 1 + _ENTRY_HEAD.size + 1:
             raise CorruptValue("truncated entry")
         delta, expiry = _ENTRY_HEAD.unpack_from(data, 1)
+        if not (0 <= delta < math.inf and math.isfinite(expiry)):
+            raise CorruptValue("bad XFetch metadata")
         inner = data[1 + _ENTRY_HEAD.size :]
         if inner[0] == _ENTRY:
             raise CorruptValue("nested entry")

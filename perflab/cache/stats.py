@@ -118,6 +118,10 @@ class StatsRecorder:
             self._counts["misses"] += n
             self._counts["corrupt"] += n
 
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
     def snapshot(self, breaker: str) -> CacheStats:
         with self._lock:
             counts = dict(self._counts)

@@ -1,4 +1,5 @@
-"""Media delivery: content-hashed keys, cache headers, signed URLs, srcset, the origin, the nginx edge."""
+"""Media delivery: cache headers, signed URLs, srcset, the origin, the nginx edge (over the storage's
+content-hashed keys, `perflab.images.keys`)."""
 
 from perflab.cdn.edge import NginxEdge, find_nginx
 from perflab.cdn.errors import (
@@ -10,7 +11,6 @@ from perflab.cdn.errors import (
     SignatureMissing,
 )
 from perflab.cdn.headers import IMMUTABLE, cache_control_for, etag_for, private_cache_control
-from perflab.cdn.keys import is_hashed_key, object_key
 from perflab.cdn.origin import OriginServer, make_origin_app
 from perflab.cdn.signing import UrlSigner
 from perflab.cdn.srcset import srcset
@@ -29,9 +29,7 @@ __all__ = [
     "cache_control_for",
     "etag_for",
     "find_nginx",
-    "is_hashed_key",
     "make_origin_app",
-    "object_key",
     "private_cache_control",
     "srcset",
 ]

@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from perflab.cdn.errors import EdgeUnavailable
-from perflab.servers.ports import port_open
+from perflab.net import port_open, wait_until
 
 _CONFIG = """\
 {user}daemon off;
@@ -125,15 +124,18 @@ class NginxEdge:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
         pid_file = self.cache_dir / "nginx.pid"
+        proc = self._proc
         # The pid file proves *our* nginx bound the port (another listener would also accept).
-        while not (pid_file.exists() and self._proc.poll() is None and port_open(self.port, self.host)):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
-                self.stop()
-                raise EdgeUnavailable("nginx", self.url, "did not start", f"see {log}: {tail.strip()}")
-            time.sleep(0.02)
+        if not wait_until(
+            lambda: pid_file.exists() and proc.poll() is None and port_open(self.port, self.host),
+            timeout=timeout,
+            interval=0.02,
+            alive=lambda: proc.poll() is None,
+        ):
+            tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
+            self.stop()
+            raise EdgeUnavailable("nginx", self.url, "did not start", f"see {log}: {tail.strip()}")
         return self
 
     def stop(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from perflab.cdn.keys import DIGEST_HEX, hashed_digest
+from perflab.images.keys import DIGEST_HEX, hashed_digest
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MUTABLE = "public, max-age=60"

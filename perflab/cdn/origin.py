@@ -24,6 +24,7 @@ from perflab.cdn.signing import UrlSigner
 from perflab.errors import ServiceUnavailable
 from perflab.images.errors import InvalidKey, ObjectNotFound
 from perflab.images.storage import LocalStorage, content_type_for_key
+from perflab.net import wait_until
 
 MOUNT = "/media"
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -99,12 +100,9 @@ class OriginServer:
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"origin-{self.port}", daemon=True)
         thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                raise ServiceUnavailable("origin", self.url, "did not start", "is the port already taken?")
-            time.sleep(0.01)
+        if not wait_until(lambda: server.started, timeout=timeout, interval=0.01, alive=thread.is_alive):
+            server.should_exit = True
+            raise ServiceUnavailable("origin", self.url, "did not start", "is the port already taken?")
         self._server, self._thread = server, thread
         return self
 

@@ -83,3 +83,19 @@ class UrlSigner:
         except (SignatureMissing, SignatureInvalid, SignatureExpired):
             return False
         return True
+
+
+def cdn_url(
+    base_url: str,
+    key: str,
+    signer: UrlSigner | None = None,
+    *,
+    expires_in: int = 3600,
+    now: float | None = None,
+) -> str:
+    """`{base}/{key}`, signed (with a `signer`) over the whole path the CDN sees, the base URL's path
+    included: the origin checks the signature over the path it was asked for."""
+    parts = urlsplit(base_url.rstrip("/"))
+    host = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
+    path = f"{parts.path}/{key}"
+    return host + (signer.sign(path, expires_in=expires_in, now=now) if signer is not None else path)

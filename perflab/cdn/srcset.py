@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Protocol
-from urllib.parse import urlsplit
 
-from perflab.cdn.keys import object_key
-from perflab.cdn.signing import UrlSigner
+from perflab.cdn.signing import UrlSigner, cdn_url
 from perflab.images.derivatives import THUMBNAIL
+from perflab.images.keys import object_key
 
 
 class _DerivativeLike(Protocol):
@@ -40,16 +39,10 @@ def srcset(
     `keys` maps derivative name to its stored key (from `store_processed`); without it the
     content-hashed key is computed. With a `signer`, each URL is signed (private media).
     """
-    parts = urlsplit(base_url.rstrip("/"))
-    origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
-    path_prefix = parts.path
     by_width: dict[int, str] = {}
     for d in derivatives:
         if d.name == THUMBNAIL or d.width in by_width:
             continue
         key = keys[d.name] if keys is not None else object_key(d.data, d.name, d.extension)
-        path = f"{path_prefix}/{key}"
-        if signer is not None:
-            path = signer.sign(path, expires_in=expires_in, now=now)
-        by_width[d.width] = f"{origin}{path} {d.width}w"
+        by_width[d.width] = f"{cdn_url(base_url, key, signer, expires_in=expires_in, now=now)} {d.width}w"
     return ", ".join(by_width[w] for w in sorted(by_width))

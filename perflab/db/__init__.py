@@ -1,5 +1,6 @@
 """PostgreSQL + pgvector: connections, schema, query optimizer, vector search, bulk load, seeding."""
 
+from perflab.db._validate import MEDIA_TYPES
 from perflab.db.bulk import BulkLoadResult, JobRow, MediaRow, UserRow, bulk_load
 from perflab.db.connect import configure, connect, conninfo_kwargs
 from perflab.db.errors import InvalidInput
@@ -14,6 +15,7 @@ from perflab.db.vector import Hit, SearchFilters, VectorSearch
 from perflab.db.vocabulary import QueryVocabulary, ZipfQuerySampler
 
 __all__ = [
+    "MEDIA_TYPES",
     "SEED_INDEXES",
     "BulkLoadResult",
     "Hit",

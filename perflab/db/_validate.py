@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from perflab.arrays import real_floats
 from perflab.db.errors import InvalidInput
 
 MEDIA_TYPES = ("image", "video", "audio", "document")
@@ -27,8 +28,8 @@ def as_uuid(value: Any, what: str = "id") -> uuid.UUID:
 
 
 def as_unit_rows(matrix: np.ndarray, n: int | None = None) -> np.ndarray:
-    """A (n, dim) float32 matrix, finite, with every row scaled to unit norm (none may be zero)."""
-    arr = np.ascontiguousarray(matrix, dtype=np.float32)
+    """A (n, dim) float32 matrix of real finite numbers, every row scaled to unit norm (none may be zero)."""
+    arr = np.ascontiguousarray(real_floats(matrix, InvalidInput, "embeddings"))
     if arr.ndim != 2 or (n is not None and arr.shape[0] != n):
         raise InvalidInput(
             f"embeddings must have shape ({n if n is not None else 'n'}, dim), got {arr.shape}"
@@ -46,10 +47,7 @@ def as_unit_rows(matrix: np.ndarray, n: int | None = None) -> np.ndarray:
 def as_vector(value: np.ndarray | Sequence[float], dim: int | None = None) -> np.ndarray:
     """One embedding: 1-D, `dim` long when given, finite, non-zero, scaled to unit norm (cosine distance
     ignores the scale, and stored vectors stay comparable)."""
-    try:
-        arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"embedding is not numeric: {exc}") from exc
+    arr = real_floats(value, InvalidInput)
     if arr.ndim != 1 or arr.size == 0:
         raise InvalidInput(f"embedding must be one non-empty vector, got shape {arr.shape}")
     if dim is not None and arr.size != dim:

@@ -1,4 +1,4 @@
-"""`perflab db migrate | reset | indexes | explain` and `perflab seed`."""
+"""`perflab db migrate | reset | indexes | explain | seed` (`perflab seed` is the old spelling of the last)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,41 @@ from perflab.db.seed import seed_library, seeded_email
 from perflab.servers.registry import endpoints
 
 
-def main(settings: Settings, argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="perflab db")
-    sub = parser.add_subparsers(dest="action", required=True)
+def parser() -> argparse.ArgumentParser:
+    """`perflab db`'s parser; every subcommand is listed in `perflab db --help`."""
+    parser = argparse.ArgumentParser(prog="perflab db", description="database maintenance and seeding")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("migrate", help="apply the schema (idempotent)")
     reset = sub.add_parser("reset", help="drop the schema and everything in it, then migrate")
     reset.add_argument("--yes", action="store_true", help="really drop it")
     sub.add_parser("indexes", help="create the seed's indexes CONCURRENTLY, report unused and missing ones")
     explain = sub.add_parser("explain", help="EXPLAIN ANALYZE a statement (rolled back) and recommend fixes")
     explain.add_argument("sql", help="one SQL statement, without parameters")
-    args = parser.parse_args(argv)
+    _seed_arguments(
+        sub.add_parser(
+            "seed",
+            help="build the reproducible synthetic media library (--media --users --seed)",
+            description="Build the reproducible synthetic media library in the configured schema: users "
+            "user1@example.com.. (largest library first), composed captions, heavy-tailed library sizes, "
+            "embeddings from the configured embedder. Running it again with the same arguments does "
+            "nothing. `perflab seed` is the same command.",
+        )
+    )
+    return parser
+
+
+def main(settings: Settings, argv: list[str]) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.action == "seed":
+        if args.media < 0 or args.users <= 0:
+            p.error("--media must be >= 0 and --users > 0")
+        return seed(settings, args)
+    if args.action == "reset" and not args.yes:
+        p.error(f"reset drops schema {settings.db_schema!r}; pass --yes")
     ep = endpoints(settings)
     with connect(settings, ep.database_url) as conn:
         if args.action == "reset":
-            if not args.yes:
-                parser.error(f"reset drops schema {settings.db_schema!r}; pass --yes")
             drop_schema(conn, settings.db_schema)
         result = migrate(conn, settings)
         if args.action == "indexes":
@@ -59,25 +79,19 @@ def main(settings: Settings, argv: list[str]) -> int:
     return 0
 
 
-def seed(settings: Settings, argv: list[str]) -> int:
-    """`perflab seed --media N --users U --seed S`: the synthetic library, reproducibly, idempotently."""
-    from perflab.embed import make_embedder
-
-    parser = argparse.ArgumentParser(
-        prog="perflab seed",
-        description="Build the reproducible synthetic media library in the configured schema: users "
-        "user1@example.com.. (largest library first), composed captions, heavy-tailed library sizes, "
-        "embeddings from the configured embedder. Running it again with the same arguments does nothing.",
-    )
+def _seed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media", type=int, default=5000, help="media items in all (default 5000)")
     parser.add_argument("--users", type=int, default=50, help="users (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--embedder", help="auto | minilm | hashing | openai (default: PERFLAB_EMBEDDER)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    if args.media < 0 or args.users <= 0:
-        parser.error("--media must be >= 0 and --users > 0")
+
+
+def seed(settings: Settings, args: argparse.Namespace) -> int:
+    """`perflab db seed --media N --users U --seed S`: the synthetic library, reproducibly, idempotently."""
+    from perflab.embed import make_embedder
+
     if args.embedder:
         settings = settings.replace(embedder=args.embedder)
     embedder = make_embedder(settings)

@@ -39,6 +39,7 @@ class NewMedia:
     original_filename: str | None = None
     dominant_colors: Any = None
     blurhash: str | None = None
+    derivatives: list[dict[str, Any]] = field(default_factory=list)  # stored renditions (name, key, ...)
     uploaded_at: datetime | None = None  # None: the database's now()
     processed_at: datetime | None = None
     id: uuid.UUID | None = field(default=None)  # None: a fresh uuid4
@@ -58,10 +59,10 @@ _INSERT = """
 WITH m AS (
     INSERT INTO media_files (id, user_id, filename, original_filename, mime_type, media_type,
         file_size_bytes, width, height, status, caption, tags, storage_key, dominant_colors, blurhash,
-        uploaded_at, processed_at)
+        derivatives, uploaded_at, processed_at)
     VALUES (%(id)s, %(user_id)s, %(filename)s, %(original_filename)s, %(mime_type)s, %(media_type)s,
         %(file_size_bytes)s, %(width)s, %(height)s, %(status)s, %(caption)s, %(tags)s, %(storage_key)s,
-        %(dominant_colors)s, %(blurhash)s, coalesce(%(uploaded_at)s, now()), %(processed_at)s)
+        %(dominant_colors)s, %(blurhash)s, %(derivatives)s, coalesce(%(uploaded_at)s, now()), %(processed_at)s)
     RETURNING id, user_id, media_type, status, uploaded_at
 )
 INSERT INTO media_embeddings (media_file_id, user_id, media_type, status, uploaded_at, embedding,
@@ -100,6 +101,7 @@ def insert_media(
         "storage_key": media.storage_key,
         "dominant_colors": None if media.dominant_colors is None else Jsonb(media.dominant_colors),
         "blurhash": media.blurhash,
+        "derivatives": Jsonb(list(media.derivatives)),
         "uploaded_at": media.uploaded_at,
         "processed_at": media.processed_at,
         "embedding": vector,
@@ -116,4 +118,25 @@ def insert_media(
         except psycopg.errors.DataException as exc:
             raise InvalidInput(f"rejected by the database: {exc.diag.message_primary}") from exc
     assert row is not None
-    return row[0]
+    media_id: uuid.UUID = row[0]
+    return media_id
+
+
+def count_media(source: PoolOrConn, ids: Sequence[uuid.UUID | str] | None = None) -> int:
+    """How many media rows there are (of `ids` only, when given): a durability or no-write check."""
+    wanted = None if ids is None else [as_uuid(i, "media id") for i in ids]
+    with borrow(source) as conn:
+        if wanted is None:
+            row = conn.execute("SELECT count(*) FROM media_files").fetchone()
+        else:
+            row = conn.execute("SELECT count(*) FROM media_files WHERE id = ANY(%s)", (wanted,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def count_user_media(source: PoolOrConn, email: str) -> int:
+    """How many media rows the user with this email owns (0 for no such user)."""
+    with borrow(source) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM media_files m JOIN users u ON u.id = m.user_id WHERE u.email = %s", (email,)
+        ).fetchone()
+    return int(row[0]) if row else 0

@@ -33,6 +33,10 @@ class Embedder(Protocol):
         """float32 array of shape (len(texts), dim), rows L2-normalized, in input order."""
         ...
 
+    def warm(self) -> None:
+        """Load the model and run it once, so that the first real call pays neither (readiness)."""
+        ...
+
 
 def check_texts(texts: Sequence[str]) -> list[str]:
     """Validate a batch. A bare string is refused: iterating it would embed one character per row."""
@@ -59,4 +63,5 @@ def normalize_rows(matrix: np.ndarray, *, source: str) -> np.ndarray:
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     if (norms == 0).any():
         raise EmbeddingError(f"{source} returned a zero vector")
-    return arr / norms
+    out: np.ndarray = arr / norms
+    return out

@@ -2,9 +2,11 @@
 
 A transformer costs far less per text in a batch than one text at a time, and a search service sees
 many concurrent single-text calls. The first caller to arrive becomes the leader: it waits up to
-`max_wait_ms` for others to join (or until `max_batch` texts are queued), runs the model once for all
-of them, and hands each caller its rows. A lone caller pays at most `max_wait_ms` extra; under load
-each text waits for one batch instead of for every call queued before it.
+`max_wait_ms` for others to join (or until `max_batch` texts are queued), runs the model once for the
+oldest queued calls (its own always among them), hands each caller its rows, and returns. If calls are
+still queued it first passes leadership to the oldest of them, which runs the next batch on its own
+thread. So no caller runs batches for others after its own is done: a call waits for the batches
+queued ahead of it and its own, never for the load to stop.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from perflab.embed.base import Embedder, check_texts
 @dataclass
 class _Request:
     texts: list[str]
-    done: threading.Event = field(default_factory=threading.Event)
+    # Set once: when the request is answered, or when it is made leader (never both: only the leader
+    # answers requests, and a request is made leader while it is still queued).
+    wake: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    done: bool = False
     result: np.ndarray | None = None
     error: BaseException | None = None
 
@@ -41,9 +47,12 @@ class BatchingEmbedder:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._pending: list[_Request] = []
-        self._leading = False
+        self._leading = False  # invariant: while False, nothing is pending
         self.batches = 0
         self.texts = 0
+
+    def warm(self) -> None:
+        self.inner.warm()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         request = _Request(check_texts(texts))
@@ -52,12 +61,12 @@ class BatchingEmbedder:
         with self._lock:
             self._pending.append(request)
             self._arrived.notify()
-            lead = not self._leading
-            if lead:
-                self._leading = True
-        if lead:
-            self._lead()
-        request.done.wait()
+            if not self._leading:
+                self._leading = request.lead = True
+        if not request.lead:
+            request.wake.wait()
+        if request.lead:
+            self._lead(request)
         if request.error is not None:
             raise request.error
         assert request.result is not None
@@ -66,9 +75,10 @@ class BatchingEmbedder:
     def _queued(self) -> int:
         return sum(len(r.texts) for r in self._pending)
 
-    def _lead(self) -> None:
-        """Run batches until nobody is waiting, then hand leadership back."""
-        while True:
+    def _lead(self, own: _Request) -> None:
+        """Run batches until `own` is answered (the first one: `own` is the oldest queued call),
+        then pass leadership to the oldest waiting call, or give it up if none is waiting."""
+        while not own.done:
             with self._lock:
                 deadline = time.monotonic() + self.max_wait_s
                 while self._queued() < self.max_batch and (left := deadline - time.monotonic()) > 0:
@@ -79,10 +89,14 @@ class BatchingEmbedder:
                     request = self._pending.pop(0)
                     batch.append(request)
                     size += len(request.texts)
-                if not batch:
-                    self._leading = False
-                    return
             self._run(batch)
+        with self._lock:
+            if self._pending:
+                successor = self._pending[0]
+                successor.lead = True
+                successor.wake.set()
+            else:
+                self._leading = False
 
     def _run(self, batch: list[_Request]) -> None:
         texts = [t for r in batch for t in r.texts]
@@ -91,7 +105,8 @@ class BatchingEmbedder:
         except BaseException as exc:  # every waiter gets the error, none hangs
             for r in batch:
                 r.error = exc
-                r.done.set()
+                r.done = True
+                r.wake.set()
             return
         self.batches += 1
         self.texts += len(texts)
@@ -99,4 +114,5 @@ class BatchingEmbedder:
         for r in batch:
             r.result = rows[start : start + len(r.texts)]
             start += len(r.texts)
-            r.done.set()
+            r.done = True
+            r.wake.set()

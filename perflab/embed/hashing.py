@@ -50,6 +50,9 @@ class HashingEmbedder:
         self.dim = dim
         self.model_name = f"perflab-hashing-v1-{dim}"
 
+    def warm(self) -> None:
+        self.embed(["warm up"])
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         batch = check_texts(texts)
         out = np.zeros((len(batch), self.dim), dtype=np.float32)

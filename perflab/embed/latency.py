@@ -48,6 +48,10 @@ class LatencyEmbedder:
             factor = float(self._rng.lognormal(0.0, self.jitter)) if self.jitter else 1.0
         return (self.base_ms + self.per_item_ms * n) * factor / 1000.0
 
+    def warm(self) -> None:
+        """Warms the inner model only: the simulated latency is per call, there is nothing to load."""
+        self.inner.warm()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.inner.embed(texts)
         delay = self.delay_s(len(vectors))

@@ -60,6 +60,9 @@ class MiniLMEmbedder:
     def loaded(self) -> bool:
         return self._model is not None
 
+    def warm(self) -> None:
+        self.embed(["warm up"])
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         batch = check_texts(texts)
         if not batch:

@@ -63,6 +63,9 @@ class OpenAIEmbedder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def warm(self) -> None:
+        """Nothing to load locally, and a readiness probe must not spend paid API calls."""
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         batch = check_texts(texts)
         parts = [self._request(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]

@@ -15,6 +15,7 @@ from perflab.images.errors import (
     UnreadableFile,
     UnsupportedFormat,
 )
+from perflab.images.keys import is_hashed_key, object_key
 from perflab.images.pipeline import Derivative, ImagePipeline, PipelineOptions, ProcessedImage
 from perflab.images.safety import SafetyLimits, sniff_format
 from perflab.images.storage import LocalStorage, Storage, store_processed
@@ -40,6 +41,8 @@ __all__ = [
     "TooLarge",
     "UnreadableFile",
     "UnsupportedFormat",
+    "is_hashed_key",
+    "object_key",
     "process_batch",
     "sniff_format",
     "store_processed",

@@ -19,6 +19,16 @@ from perflab.images.errors import CorruptImage, DecompressionBomb, EmptyFile, To
 from perflab.images.formats import pillow_name
 
 DEFAULT_ALLOWED = frozenset({"jpeg", "png", "gif", "webp", "avif"})
+# How the formats are named to people, in the order they are listed (TIFF, HEIF, BMP, PSD, ... are
+# sniffed only to be refused by name).
+_DISPLAY = {"jpeg": "JPEG", "png": "PNG", "webp": "WebP", "gif": "GIF", "avif": "AVIF"}
+
+
+def describe_formats(allowed: frozenset[str] = DEFAULT_ALLOWED) -> str:
+    """`"JPEG, PNG, WebP, GIF or AVIF"`: the accepted formats as an API schema or a message states them."""
+    names = [_DISPLAY[f] for f in _DISPLAY if f in allowed]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
 
 # Exceptions Pillow's plugins raise on malformed input (struct.error and zlib.error from header parsing,
 # SyntaxError from some plugins' header checks, EOFError on short reads).

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from perflab.images.errors import InvalidKey, ObjectNotFound, StorageError
 from perflab.images.formats import content_type_for_extension
+from perflab.images.keys import object_key
 from perflab.images.pipeline import ProcessedImage
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
@@ -111,8 +112,6 @@ def _fsync_dir(directory: Path) -> None:
 def store_processed(storage: Storage, processed: ProcessedImage, *, prefix: str = "") -> dict[str, str]:
     """Store every derivative under its content-hashed key; returns name -> key. A key that already
     exists holds the same bytes (the key is their hash), so it is not written again."""
-    from perflab.cdn.keys import object_key  # here, not at the top: perflab.cdn's origin imports this module
-
     keys: dict[str, str] = {}
     for d in processed.derivatives:
         key = prefix + object_key(d.data, d.name, d.extension)

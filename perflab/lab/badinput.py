@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from perflab.images.corpus import BAD_FILES
+from perflab.lab.corpus import BAD_FILES
 
 _REFUSED_FILE = {"EmptyFile": 422, "CorruptImage": 422, "UnsupportedFormat": 415, "DecompressionBomb": 413}
 REFUSED = (400, 404, 405, 413, 414, 415, 422)

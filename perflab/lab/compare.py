@@ -3,8 +3,13 @@
 A figure recorded as a list of samples (e.g. per-request latencies) is tested with a two-sided
 Mann-Whitney U test and a bootstrap confidence interval of the change in median; it is a regression when
 the test is significant *and* the whole interval lies beyond the tolerance in the bad direction. Scalars
-carry no noise estimate, so they are shown but never flagged. Runs from different environments are
-refused (or, forced, loudly marked): a 2-core laptop against CI says nothing about the code.
+carry no noise estimate, so they are shown but never flagged. A figure measured in trials is compared
+on its `<figure>.trials` (the per-trial values), the unit of independent repetition.
+
+Timing figures are normalized by the two runs' machine speed index (the calibration probe,
+perflab.lab.calibrate): B's latencies are scaled by index_B / index_A, its rates by the inverse. A run
+whose own probe drifted between start and end is named, since no normalization repairs that. Runs from
+different environments are refused (or, forced, loudly marked): a 2-core laptop against CI says nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from perflab.errors import PerflabError
 from perflab.lab.provenance import ENVIRONMENT_KEYS, flatten
+from perflab.lab.slo import noise_sensitive
 
 _LOWER_UNITS = ("_ms", "_s", "_bytes", "_mb")
 _LOWER_WORDS = ("latency", "errors", "failures", "lost", "fail_rate")
@@ -41,7 +47,7 @@ class Change:
 
 def lower_is_better(name: str) -> bool:
     """Latencies, sizes and failures go down when things improve; rates, ratios and recall go up."""
-    base = name.removesuffix("_samples")
+    base = name.removesuffix(".trials").removesuffix("_samples")
     return base.endswith(_LOWER_UNITS) or any(word in base for word in _LOWER_WORDS)
 
 
@@ -83,16 +89,36 @@ def compare_samples(
     return Change(name, ma, mb, change, low, high, p, verdict)
 
 
-def compare_figures(fig_a: dict[str, Any], fig_b: dict[str, Any], *, tolerance: float = 0.05) -> list[Change]:
+_NOT_FIGURES = (".ci95", ".samples", ".status")
+
+
+def speed_scale(name: str, index_a: float | None, index_b: float | None) -> float:
+    """The factor that puts run B's value of `name` on run A's machine speed (1 when unknown)."""
+    if not index_a or not index_b or not noise_sensitive(name.removesuffix(".trials")):
+        return 1.0
+    return index_b / index_a if lower_is_better(name) else index_a / index_b
+
+
+def compare_figures(
+    fig_a: dict[str, Any],
+    fig_b: dict[str, Any],
+    *,
+    tolerance: float = 0.05,
+    index_a: float | None = None,
+    index_b: float | None = None,
+) -> list[Change]:
     out = []
     for name in sorted(set(fig_a) & set(fig_b)):
+        if name.endswith(_NOT_FIGURES):
+            continue
         a, b = fig_a[name], fig_b[name]
+        k = speed_scale(name, index_a, index_b)
         if isinstance(a, list) and isinstance(b, list) and len(a) >= 5 and len(b) >= 5:
             if all(isinstance(x, int | float) for x in a + b):
-                out.append(compare_samples(name, a, b, tolerance=tolerance))
+                out.append(compare_samples(name, a, [x * k for x in b], tolerance=tolerance))
         elif isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
-            change = b / a - 1.0 if a else float("nan")
-            out.append(Change(name, float(a), float(b), change, None, None, None, "unsampled"))
+            change = b * k / a - 1.0 if a else float("nan")
+            out.append(Change(name, float(a), float(b) * k, change, None, None, None, "unsampled"))
     return out
 
 
@@ -116,4 +142,29 @@ def compare_runs(a: Path, b: Path, *, force: bool = False, tolerance: float = 0.
         raise IncomparableRuns(
             f"runs ran on different environments ({detail}); pass --force to compare anyway"
         )
-    return compare_figures(fig_a, fig_b, tolerance=tolerance)
+    return compare_figures(
+        fig_a, fig_b, tolerance=tolerance, index_a=speed_index(man_a), index_b=speed_index(man_b)
+    )
+
+
+def speed_index(manifest: dict[str, Any]) -> float | None:
+    index = (manifest.get("calibration") or {}).get("index")
+    return float(index) if isinstance(index, int | float) and index > 0 else None
+
+
+def drift_notes(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[str]:
+    """What to say about the machine's speed: each run's index, and any run that drifted within."""
+    notes = []
+    for label, man in (("A", manifest_a), ("B", manifest_b)):
+        cal = man.get("calibration") or {}
+        if not cal:
+            notes.append(f"run {label}: no calibration probe (older run): timings not normalized")
+        elif cal.get("drifted"):
+            notes.append(
+                f"run {label}: the machine's speed drifted {cal['drift']:+.1%} between the start and end "
+                f"probes (limit {cal['drift_limit']:.0%}): its timings are suspect"
+            )
+    ia, ib = speed_index(manifest_a), speed_index(manifest_b)
+    if ia and ib:
+        notes.append(f"speed index A {ia:.4g}, B {ib:.4g}: B's timings scaled by {ib / ia:.3f}")
+    return notes

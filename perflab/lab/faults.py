@@ -16,6 +16,7 @@ must be 0).
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import tempfile
 import time
@@ -27,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from perflab.config import Settings
-from perflab.db import connect, migrate, seed_library, seeded_email
+from perflab.db import connect, seeded_email
 from perflab.embed import HashingEmbedder
-from perflab.images.corpus import ensure_corpus, photo_paths
 from perflab.lab.badinput import BadInputReport, run_bad_inputs
+from perflab.lab.corpus import ensure_corpus, photo_paths
+from perflab.lab.harness import ServiceProcess, seed_schema, sign_in
 from perflab.lab.traffic import (
     SEARCH,
     UPLOAD,
@@ -39,12 +41,10 @@ from perflab.lab.traffic import (
     TrafficConfig,
     hit_rate,
     percentile_ms,
-    sign_in,
 )
+from perflab.net import free_port
 from perflab.servers import PostgresServer, RedisServer
-from perflab.servers.ports import free_port
 from perflab.servers.redis_cluster import EmbeddedCluster
-from perflab.service.server import ServiceProcess
 
 LAB_SCHEMA = "faultlab"
 LAB_PREFIX = "faultlab"
@@ -111,7 +111,7 @@ def _counts(records: list[RequestRecord]) -> dict[str, Any]:
 
 
 class FaultLab:
-    """`with FaultLab(settings, cfg) as lab: lab.redis_stop(); ...; lab.durability()`."""
+    """`with FaultLab(settings, cfg) as lab: lab.scenario("redis_stop"); ...; lab.durability()`."""
 
     def __init__(
         self,
@@ -154,13 +154,14 @@ class FaultLab:
             home=self.workdir / "home",
             media_root=self.workdir / "media",
             embedder="hashing",
+            # staging-style URLs: serve refuses to start without keys shared by all its workers
+            session_secret=secrets.token_hex(32),
+            cdn_signing_key=secrets.token_hex(32),
         )
-        with connect(self.settings, self.postgres.url) as conn:
-            migrate(conn, self.settings)
-            seed_library(
-                self.settings, conn, media=cfg.media, users=cfg.users, seed=cfg.seed,
-                embedder=HashingEmbedder(self.settings.embedding_dim),
-            )  # fmt: skip
+        seed_schema(
+            self.settings, media=cfg.media, users=cfg.users, seed=cfg.seed,
+            embedder=HashingEmbedder(self.settings.embedding_dim),
+        )  # fmt: skip
         ensure_corpus()
         self.photos = [p for p in photo_paths() if "_" not in p.stem]  # the small originals
         service = self.start_service()
@@ -181,7 +182,7 @@ class FaultLab:
     def start_service(self, port: int | None = None) -> ServiceProcess:
         """(Re)start `perflab serve` on the lab's settings, on `port` if given."""
         self.service = ServiceProcess(
-            workers=self.config.workers, port=port, env=self._service_env(), log=self.workdir / "serve.log"
+            self.settings, workers=self.config.workers, port=port, log=self.workdir / "serve.log"
         ).start()
         return self.service
 
@@ -209,19 +210,6 @@ class FaultLab:
                         "/sessions", json={"email": seeded_email(user)}
                     ).json()["user_id"]
         return self._user_ids
-
-    def _service_env(self) -> dict[str, str]:
-        s = self.settings
-        return {
-            "PERFLAB_REDIS_URL": str(s.redis_url),
-            "PERFLAB_DATABASE_URL": str(s.database_url),
-            "PERFLAB_DB_SCHEMA": s.db_schema,
-            "PERFLAB_KEY_PREFIX": s.key_prefix,
-            "PERFLAB_HOME": str(s.home),
-            "PERFLAB_MEDIA_ROOT": str(s.media_dir),
-            "PERFLAB_EMBEDDER": "hashing",
-            "PERFLAB_REDIS_SOCKET_TIMEOUT": str(s.redis_socket_timeout),
-        }
 
     def _traffic(self, n: int) -> TrafficConfig:
         base = self.config.traffic

@@ -49,7 +49,7 @@ class LatencyHistogram:
     def percentile_ms(self, p: float) -> float:
         if self.count == 0:
             return float("nan")
-        return self._hist.get_value_at_percentile(p) / 1000.0
+        return float(self._hist.get_value_at_percentile(p)) / 1000.0
 
     def summary(self) -> dict[str, float]:
         if self.count == 0:

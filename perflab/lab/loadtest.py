@@ -7,19 +7,17 @@ connect to the master's port); histograms are merged on the master.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from perflab.config import Settings, project_root
+from perflab.config import project_root
 from perflab.errors import PerflabError
-from perflab.servers.ports import free_port
+from perflab.net import free_port
 
 
 @dataclass
@@ -33,6 +31,23 @@ def _locustfiles(steps: str | None) -> str:
     folder = project_root() / "loadtests"
     files = [folder / "locustfile.py"] + ([folder / "step_shape.py"] if steps else [])
     return ",".join(str(f) for f in files)
+
+
+# The closed-model scenarios: Uploader and SessionChurn run one user each (`fixed_count`), searchers the rest.
+CLOSED_SCENARIOS = ("Searcher", "Uploader", "SessionChurn")
+
+
+def check_users(users: int, steps: str | None, open_rate: float) -> None:
+    """Every scenario with a weight runs at least one user, so every level needs one user per scenario."""
+    if open_rate > 0:
+        return
+    levels = [int(x) for x in steps.split(",") if x.strip()] if steps else [users]
+    need = len(CLOSED_SCENARIOS)
+    if min(levels) < need:
+        raise PerflabError(
+            f"a load test needs at least {need} users at every level, one per scenario "
+            f"({', '.join(CLOSED_SCENARIOS)}); got {min(levels)}"
+        )
 
 
 def run_locust(
@@ -51,6 +66,7 @@ def run_locust(
     seed: int = 42,
     timeout: float | None = None,
 ) -> LoadtestResult:
+    check_users(users, steps, open_rate)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "locust_summary.json"
     env = {
@@ -105,49 +121,6 @@ def run_locust(
         log.close()
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return LoadtestResult(code, out, summary)
-
-
-def loadtest(settings: Settings, argv: list[str]) -> int:
-    from perflab.service.server import ServiceProcess
-
-    parser = argparse.ArgumentParser(
-        prog="perflab loadtest", description="Locust, headless, into a report folder"
-    )
-    parser.add_argument("--host", help="service URL (default: start a local `perflab serve` for the run)")
-    parser.add_argument("--users", type=int, default=8, help="concurrent Locust users")
-    parser.add_argument("--spawn-rate", type=float, help="users started per second (default: all at once)")
-    parser.add_argument("--duration", default="30s", help="run time, e.g. 30s, 5m")
-    parser.add_argument("--workers", type=int, default=0, help="distributed: 1 master + N worker processes")
-    parser.add_argument("--steps", help="step through concurrency levels, e.g. 1,8,32 (LoadTestShape)")
-    parser.add_argument("--step-seconds", type=float, default=20.0)
-    parser.add_argument("--open-rate", type=float, default=0.0, help="open model: requests/s per user")
-    parser.add_argument("--p95-slo-ms", type=float, default=2000.0)
-    parser.add_argument("--seeded-users", type=int, default=20, help="sign in as user1..userN@example.com")
-    parser.add_argument("--serve-workers", type=int, default=2, help="uvicorn workers of the local service")
-    parser.add_argument("--out", type=Path, help="output folder (default reports/loadtest-<time>)")
-    args = parser.parse_args(argv)
-    out = args.out or project_root() / "reports" / (
-        "loadtest-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    )
-    kwargs = dict(
-        users=args.users, duration=args.duration, spawn_rate=args.spawn_rate, workers=args.workers,
-        steps=args.steps, step_seconds=args.step_seconds, open_rate=args.open_rate,
-        p95_slo_ms=args.p95_slo_ms, seeded_users=args.seeded_users,
-    )  # fmt: skip
-    if args.host:
-        result = run_locust(args.host, out, **kwargs)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        with ServiceProcess(workers=args.serve_workers, log=out / "serve.log") as svc:
-            result = run_locust(svc.url, out, **kwargs)
-    total = result.summary.get("hdr_total", {})
-    print(
-        f"requests {result.summary.get('requests')}, failures {result.summary.get('failures')}, "
-        f"rps {result.summary.get('rps', 0):.1f}, p50 {total.get('p50_ms')} ms, p95 {total.get('p95_ms')} ms "
-        f"(HDR); breaches: {result.summary.get('breaches') or 'none'}"
-    )
-    print(f"loadtest: {out}/ (locust.html, locust_stats*.csv, locust_summary.json)")
-    return result.exit_code
 
 
 def read_run(folder: Path) -> tuple[dict[str, Any], Any]:

@@ -5,6 +5,11 @@
     why = "the seed's 2-second search target"
 
 A figure the run did not produce fails as "missing": a gate that silently passes on no data is no gate.
+
+A figure measured in trials also carries `<figure>.ci95` and `<figure>.status` (see
+perflab.lab.figures.record_estimate). A gate is "inconclusive", neither pass nor fail, when its figure
+was measured while the machine was noisy (a timing figure from a noisy phase, or status "noisy"), when
+it had too few samples (status "insufficient"), or when its 95 % CI straddles the threshold.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import operator
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +46,10 @@ class Verdict:
     check: str
     figure: str
     value: float | None
-    status: str  # "pass" | "fail" | "missing"
+    status: str  # "pass" | "fail" | "missing" | "inconclusive"
     why: str
+    ci95: tuple[float, float] | None = None
+    reason: str = ""  # why inconclusive
 
     @property
     def passed(self) -> bool:
@@ -70,10 +78,32 @@ def load(path: Path) -> list[Objective]:
     return parse(path.read_text(), str(path))
 
 
+_TIMING_UNITS = ("_ms", "_s", "_us", "_seconds")
+_TIMING_WORDS = ("rps", "qps", "throughput", "speedup", "per_s")
+
+
+def noise_sensitive(figure: str) -> bool:
+    """Timing figures (latencies, durations, rates, speedups) move with a busy machine; counts,
+    ratios of sizes, recall and versions do not."""
+    return figure.endswith(_TIMING_UNITS) or any(w in figure for w in _TIMING_WORDS)
+
+
+def _ci(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(x, int | float) for x in value):
+        return (float(value[0]), float(value[1]))
+    return None
+
+
 def evaluate(
-    objectives: list[Objective], figures: dict[str, Any], profile: str | None = None, *, partial: bool = False
+    objectives: list[Objective],
+    figures: dict[str, Any],
+    profile: str | None = None,
+    *,
+    partial: bool = False,
+    noisy: Collection[str] = (),
 ) -> list[Verdict]:
-    """Check each objective; with `partial` (a run of some notebooks only) a missing figure is skipped."""
+    """Check each objective; with `partial` (a run of some notebooks only) a missing figure is skipped.
+    `noisy` names the figures measured in a noisy phase (the report knows which notebook made which)."""
     verdicts = []
     for obj in objectives:
         if profile and obj.profiles and profile not in obj.profiles:
@@ -85,8 +115,27 @@ def evaluate(
             verdicts.append(Verdict(obj.text, obj.figure, None, "missing", obj.why))
             continue
         ok = _OPS[obj.op](float(value), obj.threshold)
-        verdicts.append(Verdict(obj.text, obj.figure, float(value), "pass" if ok else "fail", obj.why))
+        ci = _ci(figures.get(obj.figure + ".ci95"))
+        reason = ""
+        if figures.get(obj.figure + ".status") == "insufficient":
+            reason = "too few samples or trials"
+        elif noise_sensitive(obj.figure) and (
+            obj.figure in noisy or figures.get(obj.figure + ".status") == "noisy"
+        ):
+            reason = "measured while outsiders took more than the noise threshold"
+        elif ci is not None and _OPS[obj.op](ci[0], obj.threshold) != _OPS[obj.op](ci[1], obj.threshold):
+            reason = "the 95% CI straddles the threshold"
+        status = "inconclusive" if reason else ("pass" if ok else "fail")
+        verdicts.append(Verdict(obj.text, obj.figure, float(value), status, obj.why, ci, reason))
     return verdicts
+
+
+def exit_code(verdicts: list[Verdict], notebooks_ok: bool = True) -> int:
+    """0: every gate passed; 1: a gate failed or is missing, or a notebook failed; 3: nothing failed but
+    some gate is inconclusive (2 is the command-line usage error)."""
+    if not notebooks_ok or any(v.status in ("fail", "missing") for v in verdicts):
+        return 1
+    return 3 if any(v.status == "inconclusive" for v in verdicts) else 0
 
 
 def as_rows(verdicts: list[Verdict]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import httpx
 
 from perflab.db.seed import seeded_email
 from perflab.db.vocabulary import ZipfQuerySampler
+from perflab.lab.harness import sign_in
 from perflab.lab.latency import LatencyHistogram
 
 SEARCH = "search"
@@ -78,21 +79,6 @@ class _Recorder:
 
 def _short(text: str, n: int = 160) -> str:
     return " ".join(text.split())[:n]
-
-
-def sign_in(url: str, user: int, *, timeout: float = 10.0) -> httpx.Client:
-    """An httpx client holding seeded user `user`'s session cookie. A 503 (the session store not back
-    yet on that worker) is retried after its Retry-After, as a browser's retry would, for `timeout`."""
-    client = httpx.Client(base_url=url, timeout=timeout)
-    deadline = time.monotonic() + timeout
-    r = client.post("/sessions", json={"email": seeded_email(user)})
-    while r.status_code == 503 and time.monotonic() < deadline:
-        time.sleep(min(float(r.headers.get("retry-after", 1)), 1.0))
-        r = client.post("/sessions", json={"email": seeded_email(user)})
-    if r.status_code != 201:
-        client.close()
-        raise RuntimeError(f"sign-in as {seeded_email(user)} failed: {r.status_code} {_short(r.text)}")
-    return client
 
 
 class Traffic:

@@ -1,6 +1,6 @@
 """The lab's servers: embedded real Redis and PostgreSQL + pgvector, or staging's by URL."""
 
-from perflab.servers.ports import free_port, port_open
+from perflab.net import free_port, port_open
 from perflab.servers.postgres_server import PostgresServer
 from perflab.servers.probe import ServerStatus, probe_postgres, probe_redis
 from perflab.servers.redis_server import RedisServer

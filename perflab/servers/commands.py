@@ -7,6 +7,7 @@ import json
 
 from perflab.config import Settings, is_cluster_url, redact_url
 from perflab.errors import ConfigError
+from perflab.servers.lifetime import leftovers
 from perflab.servers.probe import probe_postgres, probe_redis
 from perflab.servers.registry import endpoints, shutdown
 
@@ -50,11 +51,13 @@ def status(settings: Settings, argv: list[str]) -> int:
             f"PERFLAB_REDIS_URL={redis.url} is a Redis Cluster node: name the cluster instead, "
             "PERFLAB_REDIS_URL=redis+cluster://host:port,host:port/"
         )
+    left = leftovers()
     if args.json:
         print(json.dumps({
             "embedded": ep.embedded,
             "redis": {"url": redis.url, "version": redis.version, **_cluster_json(redis.detail)},
-            "postgres": {"url": pg.url, "version": pg.version, "pgvector": pg.detail["pgvector"]},
+            "postgres": {"url": pg.url, "version": pg.version, **pg.detail},
+            "leftovers": [{"kind": x.kind, "what": x.what, "detail": x.detail} for x in left],
         }))  # fmt: skip
     else:
         print(f"redis     {redis.url}  Redis {redis.version}")
@@ -63,6 +66,8 @@ def status(settings: Settings, argv: list[str]) -> int:
                 print(f"          {line}")
         print(f"postgres  {pg.url}  PostgreSQL {pg.version}, pgvector {pg.detail['pgvector']}")
         print("mode      " + ("embedded (perflab up/down)" if ep.embedded else "staging"))
+        for x in left:  # issue 14.10: what earlier runs left behind
+            print(f"left      {x.kind:<8} {x.what}  ({x.detail})")
     return 0
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perflab.errors import ServiceUnavailable
-from perflab.servers.ports import port_open
+from perflab.net import port_open
 
 _POSTGRES_MAJOR = 18
 _SYSTEM_USER = "pgserver"

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from perflab.errors import ServiceUnavailable
-from perflab.servers.ports import port_open
+from perflab.net import port_open, wait_until
+from perflab.servers.lifetime import die_with_parent, owned_env
 
 
 def redis_binary() -> Path:
@@ -38,6 +38,10 @@ class RedisServer:
     # The seed's production settings: an append-only file fsynced every second, so sessions survive a
     # Redis restart (caches would not need it; sessions do).
     appendonly: bool = True
+    # False for a private server of one run: a child that dies with this process (PR_SET_PDEATHSIG),
+    # not a daemon that outlives it. The shared embedded servers daemonize.
+    daemonize: bool = True
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
     extra_args: tuple[str, ...] = ()  # e.g. the cluster options of an EmbeddedCluster node
 
     @property
@@ -49,6 +53,8 @@ class RedisServer:
         return self.directory / "redis.pid"
 
     def pid(self) -> int | None:
+        if self._proc is not None and self._proc.poll() is not None:
+            return None  # our child exited (and is reaped): no zombie counted as running
         try:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
@@ -72,7 +78,7 @@ class RedisServer:
             str(redis_binary()),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
-            "--daemonize", "yes",
+            "--daemonize", "yes" if self.daemonize else "no",
             "--dir", str(self.directory),
             "--pidfile", str(self.pidfile),
             "--logfile", str(self.directory / "redis.log"),
@@ -84,12 +90,17 @@ class RedisServer:
             "--maxclients", "10000",
             *self.extra_args,
         ]  # fmt: skip
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_running():
-                return
-            time.sleep(0.02)
+        if self.daemonize:
+            subprocess.run(
+                args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout
+            )
+        else:
+            self._proc = subprocess.Popen(
+                args, env=owned_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),
+            )  # fmt: skip
+        if wait_until(self.is_running, timeout=timeout, interval=0.02):
+            return
         log = (self.directory / "redis.log").read_text(errors="replace")[-500:]
         raise ServiceUnavailable("Redis", self.url, "did not start", f"see {self.directory}/redis.log: {log}")
 
@@ -98,9 +109,10 @@ class RedisServer:
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid() is None and not port_open(self.port):
-                return
-            time.sleep(0.02)
+        if wait_until(
+            lambda: self.pid() is None and not port_open(self.port), timeout=timeout, interval=0.02
+        ):
+            return
         os.kill(pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(timeout)

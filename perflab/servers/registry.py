@@ -16,7 +16,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from perflab.config import Settings
-from perflab.servers.ports import free_port
+from perflab.net import free_port
 from perflab.servers.postgres_server import PostgresServer
 from perflab.servers.redis_cluster import EmbeddedCluster
 from perflab.servers.redis_server import RedisServer

@@ -22,6 +22,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from perflab.cache import CacheUnavailable, SessionStore
+from perflab.db.users import revoke_all_sessions, revoke_session, session_revoked
 from perflab.service.retry import RetryQueue
 
 COOKIE_NAME = "perflab_session"
@@ -35,7 +36,7 @@ class Principal:
 
 
 @dataclass(frozen=True)
-class _Claims:
+class Claims:
     session_id: str
     user_id: str
     issued: int
@@ -74,7 +75,7 @@ class SessionAuth:
         payload = f"v1~{session_id}~{user_id}~{issued}~{issued + self._absolute_ttl * 1000}"
         return f"{payload}~{self._sign(payload)}"
 
-    def _claims(self, cookie: str | None, now: float | None = None) -> _Claims | None:
+    def _claims(self, cookie: str | None, now: float | None = None) -> Claims | None:
         if not cookie or len(cookie) > 512 or not cookie.isascii():
             return None  # forged: we only issue ASCII (and compare_digest raises on non-ASCII str)
         parts = cookie.split("~")
@@ -90,7 +91,7 @@ class SessionAuth:
             return None
         if expires <= (time.time() if now is None else now) * 1000:
             return None
-        return _Claims(parts[1], parts[2], issued, expires)
+        return Claims(parts[1], parts[2], issued, expires)
 
     # -- operations -----------------------------------------------------------------------------
     def login(self, user_id: str, data: dict[str, Any], previous_cookie: str | None = None) -> str:
@@ -108,19 +109,29 @@ class SessionAuth:
         try:
             session = self._sessions.get(claims.session_id)
         except CacheUnavailable:
-            return self._degraded(claims)
+            return self.degraded(claims)
         if session is None or str(session.user_id) != claims.user_id:
             return None
         return Principal(claims.user_id, claims.session_id, degraded=False)
 
-    def _degraded(self, claims: _Claims) -> Principal | None:
+    def claims(self, cookie: str | None) -> Claims | None:
+        """The cookie's signed claims (no Redis, no database): who it says it is, not yet whether
+        that session is still live; check_and_read or degraded decide that."""
+        return self._claims(cookie)
+
+    def check_and_read(self, claims: Claims, keys: list[str]) -> tuple[Principal, list[bytes | None]] | None:
+        """authenticate() and the reads of `keys` (that user's full keys) in one Redis round trip.
+        None: no live session of that user (nothing was read). Raises CacheUnavailable: then
+        `degraded(claims)` decides, off the event loop (it asks PostgreSQL)."""
+        values = self._sessions.check_and_read(claims.session_id, claims.user_id, keys)
+        if values is None:
+            return None
+        return Principal(claims.user_id, claims.session_id, degraded=False), values
+
+    def degraded(self, claims: Claims) -> Principal | None:
+        """Redis unavailable: the signed claims, unless PostgreSQL records them revoked."""
         with self._pool.connection(timeout=5) as conn:
-            row = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE session_hash = %s),"
-                " (SELECT sessions_valid_after FROM users WHERE id = %s)",
-                (session_hash(claims.session_id), claims.user_id),
-            ).fetchone()
-        revoked, valid_after = row if row else (True, None)
+            revoked, valid_after = session_revoked(conn, session_hash(claims.session_id), claims.user_id)
         if revoked:
             return None
         if valid_after is not None and claims.issued <= valid_after.timestamp() * 1000:
@@ -138,7 +149,7 @@ class SessionAuth:
 
     def revoke_all(self, user_id: str) -> int:
         with self._pool.connection(timeout=5) as conn:
-            conn.execute("UPDATE users SET sessions_valid_after = now() WHERE id = %s", (user_id,))
+            revoke_all_sessions(conn, user_id)
         try:
             return self._sessions.revoke_all(user_id)
         except CacheUnavailable:
@@ -157,15 +168,7 @@ class SessionAuth:
             return False
         return True
 
-    def _record_revocation(self, claims: _Claims) -> None:
+    def _record_revocation(self, claims: Claims) -> None:
+        expires = datetime.fromtimestamp(claims.expires / 1000, UTC)
         with self._pool.connection(timeout=5) as conn:
-            conn.execute(
-                "INSERT INTO revoked_sessions (session_hash, user_id, expires_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (session_hash) DO NOTHING",
-                (
-                    session_hash(claims.session_id),
-                    claims.user_id,
-                    datetime.fromtimestamp(claims.expires / 1000, UTC),
-                ),
-            )
-            conn.execute("DELETE FROM revoked_sessions WHERE expires_at < now()")
+            revoke_session(conn, session_hash(claims.session_id), claims.user_id, expires)

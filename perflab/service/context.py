@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import redis
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from redis.cluster import RedisCluster
 
 from perflab.cache import (
@@ -24,14 +25,15 @@ from perflab.cache import (
 )
 from perflab.cdn import UrlSigner
 from perflab.config import Settings
-from perflab.db import VectorSearch, make_pool
+from perflab.db import QueryOptimizer, VectorSearch, make_pool
 from perflab.embed import BatchingEmbedder, Embedder, make_embedder
 from perflab.images import ImagePipeline
 from perflab.images.storage import LocalStorage
 from perflab.servers import endpoints
 from perflab.service.auth import SessionAuth
+from perflab.service.embedding import CachedEmbedder
 from perflab.service.history import SearchHistoryWriter
-from perflab.service.metrics import ServiceMetrics
+from perflab.service.metrics import ServiceMetrics, Totals
 from perflab.service.search import SearchService
 from perflab.service.secrets import load_secret
 from perflab.service.upload import UploadService
@@ -45,6 +47,7 @@ class ServiceContext:
     redis: redis.Redis | RedisCluster
     cache: CacheManager
     pool: ConnectionPool
+    queries: QueryOptimizer
     embedder: Embedder
     embedding_cache: EmbeddingCache
     search_cache: SearchCache
@@ -82,11 +85,12 @@ class ServiceContext:
             absolute_ttl=settings.session_absolute_s,
         )
         history = SearchHistoryWriter(pool, popularity=search_cache)
+        cached_embedder = CachedEmbedder(embedder, embedding_cache)
+        queries = QueryOptimizer(pool)
         search = SearchService(
-            pool=pool,
+            queries=queries,
             vectors=VectorSearch(pool, dim=settings.embedding_dim),
-            embedder=embedder,
-            embedding_cache=embedding_cache,
+            embedder=cached_embedder,
             search_cache=search_cache,
             history=history,
         )
@@ -95,13 +99,13 @@ class ServiceContext:
             pool=pool,
             pipeline=ImagePipeline(),
             storage=storage,
-            search=search,
+            embedder=cached_embedder,
             search_cache=search_cache,
             invalidator=Invalidator(cache),
         )
         signer = UrlSigner(load_secret(settings, "cdn", settings.cdn_signing_key))
         return cls(
-            settings, client, cache, pool, embedder, embedding_cache, search_cache, sessions, auth, history,
+            settings, client, cache, pool, queries, embedder, embedding_cache, search_cache, sessions, auth, history,
             search, uploads, storage, signer, ServiceMetrics(),
         )  # fmt: skip
 
@@ -123,9 +127,35 @@ class ServiceContext:
         threading.Thread(target=run, name="pool-check", daemon=True).start()
 
     def start(self) -> None:
+        """Load and warm what the first request would otherwise wait for, then report ready."""
         self.history.start()
+        self.warm()
+        self.metrics.start_sync(self.totals)
+        self.metrics.mark_ready()
+
+    def warm(self) -> None:
+        """The embedder (a model load of seconds, then its first, slower calls) and the pool's
+        connections. A failure is logged, not fatal: cached searches need neither."""
+        t0 = time.perf_counter()
+        try:
+            self.embedder.warm()
+        except Exception as exc:
+            _log.warning("embedder warm-up failed (%s): the first searches will load it", exc)
+        try:
+            self.pool.wait(timeout=10)
+        except PoolTimeout as exc:
+            _log.warning("database pool not filled at start: %s", exc)
+        _log.info("worker warm in %.2fs", time.perf_counter() - t0)
+
+    def totals(self) -> Totals:
+        """This worker's in-memory counts, for the metrics summed over workers."""
+        return {
+            "perflab_cache_events": self.cache.counts(),
+            "perflab_search_history": {"written": self.history.written, "dropped": self.history.dropped},
+        }
 
     def close(self) -> None:
+        self.metrics.mark_gone()
         self.history.close()
         self.pool.close()
         self.redis.close()

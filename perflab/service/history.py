@@ -1,8 +1,8 @@
 """Search history and query popularity, written in batches off the request path.
 
-A request only appends to an in-memory queue; one background thread flushes it every `interval`
-seconds or `batch` rows: one multi-row INSERT into search_history and one popularity bump per distinct
-query (the search cache's bounded sorted set, which cache warming reads). Both are analytics, not
+A request only appends to an in-memory queue; one background thread drains it every `interval`
+seconds, `batch` rows at a time: one COPY into search_history and one pipelined popularity bump for
+the batch's distinct queries (the search cache's bounded sorted set, which cache warming reads). Both are analytics, not
 state: when the queue is full (the database is down for long) rows are dropped and counted rather
 than blocking search.
 """
@@ -10,28 +10,15 @@ than blocking search.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter, deque
 
-import orjson
 from psycopg_pool import ConnectionPool
 
 from perflab.cache import SearchCache
+from perflab.db.history import HistoryEntry, insert_history
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    user_id: str
-    query: str
-    filters: dict[str, Any]
-    result_count: int
-    latency_ms: float
-    cache_hit: bool
 
 
 class SearchHistoryWriter:
@@ -48,7 +35,8 @@ class SearchHistoryWriter:
         self._popularity = popularity
         self._batch = batch
         self._interval = interval
-        self._queue: queue.Queue[HistoryEntry] = queue.Queue(max_queue)
+        self._queue: deque[HistoryEntry] = deque()  # append/popleft are atomic
+        self._max_queue = max_queue
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.written = 0
@@ -61,60 +49,36 @@ class SearchHistoryWriter:
             self._thread.start()
 
     def record(self, entry: HistoryEntry) -> None:
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
+        """On the request path: one append (no lock, no wake-up); the writer drains every interval."""
+        if len(self._queue) >= self._max_queue:
             self.dropped += 1
-
-    def _drain(self) -> list[HistoryEntry]:
-        items: list[HistoryEntry] = []
-        try:
-            items.append(self._queue.get(timeout=self._interval))
-            while len(items) < self._batch:
-                items.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        return items
+            return
+        self._queue.append(entry)
 
     def flush_items(self, items: list[HistoryEntry]) -> None:
         if not items:
             return
         if self._popularity is not None:
-            for query, count in Counter(e.query for e in items).items():
-                self._popularity.track(query, count)
-        rows = [
-            (e.user_id, e.query, orjson.dumps(e.filters).decode(), e.result_count, e.latency_ms, e.cache_hit)
-            for e in items
-        ]
+            self._popularity.track_many(Counter(e.query for e in items))
         try:
-            with self._pool.connection(timeout=5) as conn, conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO search_history (user_id, query, filters, result_count, latency_ms, cache_hit)"
-                    " VALUES (%s, %s, %s::jsonb, %s, %s, %s)",
-                    rows,
-                )
-            self.written += len(rows)
+            with self._pool.connection(timeout=5) as conn:
+                self.written += insert_history(conn, items)
         except Exception as exc:  # the database is down: drop this batch, keep serving
             self.failed_flushes += 1
-            self.dropped += len(rows)
-            _log.warning("search history flush of %d rows failed: %s", len(rows), exc)
+            self.dropped += len(items)
+            _log.warning("search history flush of %d rows failed: %s", len(items), exc)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.flush_items(self._drain())
+        while not self._stop.wait(self._interval):  # a batch per interval, not a flush per search
+            self.flush()
         self.flush()
 
     def flush(self) -> None:
-        """Write everything queued now (tests, shutdown)."""
-        while True:
+        """Write everything queued now, `batch` rows at a time (the writer thread, tests, shutdown)."""
+        while self._queue:
             items: list[HistoryEntry] = []
-            while len(items) < self._batch:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if not items:
-                return
+            while self._queue and len(items) < self._batch:
+                items.append(self._queue.popleft())
             self.flush_items(items)
 
     def close(self) -> None:

@@ -8,61 +8,76 @@ cached entry never outlives the URLs in it.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
-from perflab.cache import EmbeddingCache, SearchCache, normalize_query
-from perflab.db.vector import Hit, SearchFilters, VectorSearch
-from perflab.embed import Embedder
-from perflab.service.history import HistoryEntry, SearchHistoryWriter
+from perflab.cache import CachedSearch, SearchCache, normalize_query
+from perflab.db import MEDIA_TYPES, Hit, QueryOptimizer, SearchFilters, VectorSearch
+from perflab.db.history import HistoryEntry
+from perflab.service.embedding import CachedEmbedder
+from perflab.service.errors import InvalidSearch
+from perflab.service.history import SearchHistoryWriter
 from perflab.timing import StageTimer
 
 MAX_QUERY_CHARS = 512
+MAX_K = 100
+DEFAULT_K = 20
 # C0/C1 control characters left after normalization (which turns tabs and newlines into spaces): no
 # real query holds them, and PostgreSQL text cannot hold NUL (the search history would refuse them).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class InvalidSearch(ValueError):
-    """A malformed search request (the API answers 422 with this message)."""
+def filter_key(k: int, filters: SearchFilters) -> dict[str, Any]:
+    """What, besides the query, makes two searches the same: the canonical part of the cache key,
+    read from the very filters the database is given."""
+    return {
+        "k": k,
+        "type": filters.media_type,
+        "from": filters.date_from.isoformat() if filters.date_from else None,
+        "to": filters.date_to.isoformat() if filters.date_to else None,
+    }
 
 
 @dataclass(frozen=True)
 class SearchRequest:
+    """One search, validated whole at construction (the API's only query validation): an invalid
+    request raises InvalidSearch, a valid one carries its normalized text and its filters."""
+
     user_id: str
     query: str
-    k: int = 20
+    k: int = DEFAULT_K
     media_type: str | None = None
     date_from: datetime | None = None
     date_to: datetime | None = None
+    text: str = field(init=False, repr=False, compare=False)
+    filters: SearchFilters = field(init=False, repr=False, compare=False)
 
-    def normalized(self) -> str:
-        q = normalize_query(self.query)
-        if not q:
-            raise InvalidSearch("query is empty")
-        if len(q) > MAX_QUERY_CHARS:
+    def __post_init__(self) -> None:
+        if len(self.query) > MAX_QUERY_CHARS:
             raise InvalidSearch(f"query is longer than {MAX_QUERY_CHARS} characters")
-        if _CONTROL.search(q):
+        text = normalize_query(self.query)
+        if not text:
+            raise InvalidSearch("query is empty")
+        if len(text) > MAX_QUERY_CHARS:
+            raise InvalidSearch(f"query is longer than {MAX_QUERY_CHARS} characters")
+        if _CONTROL.search(text):
             raise InvalidSearch("query contains control characters")
-        return q
-
-    def filters(self) -> SearchFilters:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
+            raise InvalidSearch(f"k must be an integer from 1 to {MAX_K}")
+        if self.media_type is not None and self.media_type not in MEDIA_TYPES:
+            raise InvalidSearch(f"type must be one of {', '.join(MEDIA_TYPES)}")
+        for value, name in ((self.date_from, "from"), (self.date_to, "to")):
+            if value is not None and value.tzinfo is None:
+                raise InvalidSearch(f"'{name}' needs a time zone, e.g. 2024-01-01T00:00:00Z")
         if self.date_from and self.date_to and self.date_from > self.date_to:
             raise InvalidSearch("'from' is after 'to'")
-        return SearchFilters(media_type=self.media_type, date_from=self.date_from, date_to=self.date_to)
+        object.__setattr__(self, "text", text)
+        filters = SearchFilters(media_type=self.media_type, date_from=self.date_from, date_to=self.date_to)
+        object.__setattr__(self, "filters", filters)
 
     def cache_filters(self) -> dict[str, Any]:
-        """What, besides the query, makes two searches the same: the canonical part of the cache key."""
-        return {
-            "k": self.k,
-            "type": self.media_type,
-            "from": self.date_from.isoformat() if self.date_from else None,
-            "to": self.date_to.isoformat() if self.date_to else None,
-        }
+        return filter_key(self.k, self.filters)
 
 
 @dataclass
@@ -100,58 +115,44 @@ class SearchService:
     def __init__(
         self,
         *,
-        pool: ConnectionPool,
+        queries: QueryOptimizer,
         vectors: VectorSearch,
-        embedder: Embedder,
-        embedding_cache: EmbeddingCache,
+        embedder: CachedEmbedder,
         search_cache: SearchCache,
         history: SearchHistoryWriter | None = None,
     ) -> None:
-        self.pool = pool
+        self.queries = queries
         self.vectors = vectors
         self.embedder = embedder
-        self.embedding_cache = embedding_cache
         self.search_cache = search_cache
         self.history = history
-
-    def embed_query(self, text: str, timer: StageTimer) -> Any:
-        with timer.stage("embedding_cache"):
-            vec = self.embedding_cache.get(text)
-        if vec is None:
-            with timer.stage("embed"):
-                vec = self.embedder.embed([text])[0]
-            with timer.stage("embedding_cache"):
-                self.embedding_cache.set(text, vec)
-        return vec
 
     def hydrate(self, user_id: str, hits: list[Hit]) -> list[dict[str, Any]]:
         """Batch-load what the vector query does not carry (stored renditions), in one round trip."""
         if not hits:
             return []
-        ids = [h.media_id for h in hits]
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, derivatives FROM media_files WHERE id = ANY(%s) AND user_id = %s",
-                (ids, uuid.UUID(str(user_id))),
-                prepare=True,
-            ).fetchall()
-        derivatives = {r[0]: r[1] for r in rows}
+        derivatives = self.queries.media_derivatives(user_id, [h.media_id for h in hits])
         return [hit_record(h, derivatives.get(h.media_id) or []) for h in hits]
 
-    def search(self, request: SearchRequest) -> SearchOutcome:
-        timer = StageTimer()
-        query = request.normalized()
-        filters = request.filters()
+    def search(
+        self, request: SearchRequest, cached: CachedSearch | None = None, timer: StageTimer | None = None
+    ) -> SearchOutcome:
+        """The whole path; `cached` is a lookup the caller already made (the API reads it in the same
+        round trip as the session). A hit does no blocking work, so the API answers it on the event
+        loop; a miss embeds and queries PostgreSQL, so the API runs it in a worker thread."""
+        timer = timer if timer is not None else StageTimer()
+        query = request.text
         key_filters = request.cache_filters()
-        with timer.stage("search_cache"):
-            cached = self.search_cache.lookup(request.user_id, query, key_filters)
+        if cached is None:
+            with timer.stage("search_cache"):
+                cached = self.search_cache.lookup(request.user_id, query, key_filters)
         if cached.results is not None:
             results, hit = cached.results, True
         else:
             hit = False
-            vec = self.embed_query(query, timer)
+            vec = self.embedder.embed(query, timer)
             with timer.stage("vector_search"):
-                hits = self.vectors.search(request.user_id, vec, request.k, filters)
+                hits = self.vectors.search(request.user_id, vec, request.k, request.filters)
             with timer.stage("hydrate"):
                 results = self.hydrate(request.user_id, hits)
             with timer.stage("cache_store"):

@@ -1,23 +1,18 @@
-"""`perflab serve`: the search service on uvicorn, and `ServiceProcess`, which runs it as a child
-process on a free port for tests, benchmarks and load tests (real HTTP, real workers)."""
+"""`perflab serve`: the search service on uvicorn workers. Tests, benchmarks and load tests run it as a
+child process through the lab's harness (`perflab.lab.harness.ServiceProcess`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
-import sys
+import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
-from types import TracebackType
-
-import httpx
 
 from perflab.config import Settings
-from perflab.errors import PerflabError
-from perflab.servers.ports import free_port
+from perflab.service.secrets import check_secrets
 
 APP_FACTORY = "perflab.service.app:create_app_from_env"
 
@@ -29,6 +24,7 @@ def serve(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    check_secrets(settings)  # staging without its keys: one line, before anything starts
     import uvicorn
 
     from perflab.db import connect, migrate
@@ -40,19 +36,31 @@ def serve(settings: Settings, argv: list[str]) -> int:
         migrate(conn, settings)
     prom = Path(tempfile.mkdtemp(prefix="perflab-prom-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    # Only now: prometheus-client picks in-memory or shared-file values once, when first imported.
+    from perflab.service.metrics import write_serve_info
+
+    write_serve_info(prom, args.workers)
     # Share the cores between workers: N workers each running torch on every core oversubscribe them.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.workers))))
-    print(f"perflab serve: http://{args.host}:{args.port} ({args.workers} workers)", flush=True)
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    print(f"perflab serve: http://{args.host}:{args.port} ({args.workers} workers) starting", flush=True)
+    threading.Thread(target=_report_ready, args=(prom, args.workers), daemon=True).start()
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            # Named, not "auto": a missing uvloop/httptools (uvicorn[standard]) fails here rather than
+            # quietly doubling the CPU each request costs in the asyncio/h11 fallbacks.
+            loop="uvloop",
+            http="httptools",
+        )
+    finally:  # issue 14.10: the run's metrics folder goes with it (also on SIGTERM, which uvicorn handles)
+        shutil.rmtree(prom, ignore_errors=True)
     return 0
 
 
@@ -67,88 +75,11 @@ def _refuse_cluster_node(settings: Settings, url: str) -> None:
         client.close()
 
 
-class ServiceProcess:
-    """`perflab serve` in a child process; `with ServiceProcess(...) as svc: httpx.get(svc.url + ...)`."""
+def _report_ready(prom: Path, workers: int) -> None:
+    """One line once every worker has loaded and warmed its embedder (/health is 503 until then)."""
+    from perflab.service.metrics import wait_ready
 
-    def __init__(
-        self,
-        *,
-        workers: int = 2,
-        port: int | None = None,
-        env: dict[str, str] | None = None,
-        log: Path | None = None,
-    ) -> None:
-        self.port = port or free_port()
-        self.workers = workers
-        self.env = {**os.environ, **(env or {})}
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120.0) -> ServiceProcess:
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "perflab.cli",
-                "serve",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-            ],
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise PerflabError(f"perflab serve exited with {self.proc.returncode} (log: {self.log})")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise PerflabError(f"perflab serve did not answer on {self.url} within {timeout:.0f}s")
-
-    def worker_pids(self) -> list[int]:
-        """uvicorn's worker processes: the children of the serve process that multiprocessing spawned
-        (not its resource tracker, which is a child too)."""
-        if self.proc is None:
-            return []
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        pids = []
-        for pid in map(int, out.stdout.split()):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:  # exited meanwhile
-                continue
-            if b"resource_tracker" not in cmdline:
-                pids.append(pid)
-        return pids
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def __enter__(self) -> ServiceProcess:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    t0 = time.monotonic()
+    state = wait_ready(prom, timeout_s=3600)
+    if state.ok:
+        print(f"perflab serve: ready, {workers} workers warm in {time.monotonic() - t0:.1f}s", flush=True)

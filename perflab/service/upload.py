@@ -13,24 +13,20 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from perflab.cache import Invalidator, SearchCache
 from perflab.db import NewMedia, insert_media
 from perflab.images import Derivative, ImagePipeline
 from perflab.images.storage import Storage, store_processed
+from perflab.service.embedding import CachedEmbedder
+from perflab.service.errors import InvalidUpload
 from perflab.service.retry import RetryQueue
-from perflab.service.search import SearchService
 from perflab.timing import StageTimer
 
 _log = logging.getLogger(__name__)
 MAX_CAPTION_CHARS = 2000
 MAX_TAGS = 50
-
-
-class InvalidUpload(ValueError):
-    """Upload metadata the API refuses (422)."""
 
 
 @dataclass
@@ -62,14 +58,14 @@ class UploadService:
         pool: ConnectionPool,
         pipeline: ImagePipeline,
         storage: Storage,
-        search: SearchService,
+        embedder: CachedEmbedder,
         search_cache: SearchCache,
         invalidator: Invalidator,
     ) -> None:
         self.pool = pool
         self.pipeline = pipeline
         self.storage = storage
-        self.search = search
+        self.embedder = embedder
         self.search_cache = search_cache
         self.invalidator = invalidator
         self.pending: RetryQueue[str] = RetryQueue(search_cache.invalidate_user, name="invalidation-retry")
@@ -102,7 +98,7 @@ class UploadService:
             or " ".join(tags)
             or PurePath(filename).stem.replace("_", " ").replace("-", " ")
         )
-        vec = self.search.embed_query(text or "image", timer)
+        vec = self.embedder.embed(text or "image", timer)
         media = NewMedia(
             filename=PurePath(filename).name[:255] or "upload",
             original_filename=filename[:1024],
@@ -115,11 +111,11 @@ class UploadService:
             storage_key=keys[image.master.name],
             dominant_colors=[{"hex": h, "share": s} for h, s in image.dominant_colors],
             blurhash=image.blurhash,
+            derivatives=records,
             status="completed",
         )
-        with timer.stage("database"), self.pool.connection() as conn, conn.transaction():
-            media_id = insert_media(conn, user_id, media, vec, model_name=self.search.embedder.model_name)
-            conn.execute("UPDATE media_files SET derivatives = %s WHERE id = %s", (Jsonb(records), media_id))
+        with timer.stage("database"):
+            media_id = insert_media(self.pool, user_id, media, vec, model_name=self.embedder.model_name)
         with timer.stage("invalidate"):
             if not self.search_cache.invalidate_user(user_id):
                 self.pending.add(user_id)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+import PIL
 from filelock import FileLock
 from PIL import ExifTags, Image, ImageCms
 
@@ -350,7 +351,7 @@ def build_corpus(root: Path, *, force: bool = False) -> list[CorpusFile]:
                 _write_atomic(root / folder / name, data)
                 digest = hashlib.sha256(data).hexdigest()
                 files.append(CorpusFile(f"{folder}/{name}", digest, len(data), source, licence))
-        manifest = {"version": VERSION, "pillow": Image.__version__, "files": [asdict(f) for f in files]}
+        manifest = {"version": VERSION, "pillow": PIL.__version__, "files": [asdict(f) for f in files]}
         _write_atomic(root / "MANIFEST.json", json.dumps(manifest, indent=1).encode())
         return files
 

@@ -1,7 +1,8 @@
 """Content-hashed object keys: the key changes whenever the bytes do, so a key can be cached forever.
 
 Layout: `{h[:2]}/{h}-{name}.{ext}` with `h` the first 128 bits of SHA-256 in hex. The two-character
-fan-out keeps directories small on a local disk and spreads S3 prefixes.
+fan-out keeps directories small on a local disk and spreads S3 prefixes. A storage concept: the
+storage writes under these keys, and the CDN reads from a key whether it may be cached forever.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from perflab.cdn.errors import CdnError
+from perflab.images.errors import InvalidKey
 
 DIGEST_HEX = 32
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -25,9 +26,9 @@ def object_key(data: bytes, name: str, ext: str) -> str:
     """The key for `data` stored as derivative `name` (e.g. `w640`) with extension `ext` (e.g. `jpg`)."""
     ext = ext.lower().lstrip(".")
     if not _NAME.fullmatch(name):
-        raise CdnError(f"derivative name {name!r} must match {_NAME.pattern}")
+        raise InvalidKey(name, f"the derivative name must match {_NAME.pattern}")
     if not _EXT.fullmatch(ext):
-        raise CdnError(f"extension {ext!r} must match {_EXT.pattern}")
+        raise InvalidKey(ext, f"the extension must match {_EXT.pattern}")
     digest = content_digest(data)
     return f"{digest[:2]}/{digest}-{name}.{ext}"
 

@@ -1,0 +1,183 @@
+"""CPU time per process, read from the operating system (/proc/<pid>/stat: utime + stime).
+
+A busy neighbour moves latency far more than the CPU a request costs, so CPU ms per request is the
+figure regressions are judged on first. Each lab process group is a `Source`:
+- `ProcessTree(pid)`: a process and all its descendants (the service's uvicorn workers, PostgreSQL's
+  backends). Children that exit inside a phase are not lost: the kernel adds their time to the parent's
+  cutime/cstime when it reaps them, and those are counted too.
+- `OwnProcess(pid)`: one process without its children (the load client: this process, whose children
+  include the service it measures).
+- `CounterSource(fn)`: a cumulative CPU-seconds counter from elsewhere (staging Redis: `INFO cpu`).
+- `UNKNOWN`: a server whose CPU cannot be read (staging PostgreSQL); its figure is None.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perflab.config import Settings
+
+
+@dataclass(frozen=True)
+class _Proc:
+    ppid: int
+    own: int  # utime + stime, clock ticks
+    reaped: int  # cutime + cstime: waited-for children's ticks
+
+
+ProcessTable = dict[int, _Proc]
+
+
+def ticks_per_s() -> int:
+    return int(os.sysconf("SC_CLK_TCK"))
+
+
+def _parse_stat(text: str) -> _Proc:
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    rest = text[text.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
+    return _Proc(int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14]))
+
+
+def process_table(proc: Path = Path("/proc")) -> ProcessTable:
+    """Every live process's parent and CPU ticks, in one pass over /proc."""
+    table: ProcessTable = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            table[int(entry.name)] = _parse_stat((entry / "stat").read_text())
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile, or not readable
+    return table
+
+
+def tree_ticks(table: ProcessTable, root: int) -> int:
+    """Ticks of `root` and every live descendant, plus what each of them reaped."""
+    children: dict[int, list[int]] = {}
+    for pid, p in table.items():
+        children.setdefault(p.ppid, []).append(pid)
+    total, stack, seen = 0, [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen or pid not in table:
+            continue
+        seen.add(pid)
+        total += table[pid].own + table[pid].reaped
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+@dataclass(frozen=True)
+class ProcessTree:
+    pid: int
+
+    def seconds(self, table: ProcessTable) -> float | None:
+        return tree_ticks(table, self.pid) / ticks_per_s() if self.pid in table else None
+
+    def local_ticks(self, table: ProcessTable) -> int:
+        return tree_ticks(table, self.pid)
+
+
+@dataclass(frozen=True)
+class OwnProcess:
+    pid: int
+
+    def seconds(self, table: ProcessTable) -> float | None:
+        p = table.get(self.pid)
+        return p.own / ticks_per_s() if p else None
+
+    def local_ticks(self, table: ProcessTable) -> int:
+        p = table.get(self.pid)
+        return p.own if p else 0
+
+
+@dataclass(frozen=True)
+class CounterSource:
+    read: Callable[[], float | None]
+
+    def seconds(self, table: ProcessTable) -> float | None:
+        try:
+            return self.read()
+        except Exception:  # a counter on a remote server that stopped answering: unknown, not fatal
+            return None
+
+    def local_ticks(self, table: ProcessTable) -> int:
+        return 0  # runs elsewhere: not part of this machine's lab share
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    def seconds(self, table: ProcessTable) -> float | None:
+        return None
+
+    def local_ticks(self, table: ProcessTable) -> int:
+        return 0
+
+
+UNKNOWN = _Unknown()
+Source = ProcessTree | OwnProcess | CounterSource | _Unknown
+
+
+def redis_cpu_seconds(client: Any) -> float | None:
+    """Redis's own CPU seconds (user + sys, main thread and children) from `INFO cpu`."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def server_sources(settings: Settings) -> dict[str, Source]:
+    """Redis and PostgreSQL as CPU sources: their PIDs when embedded; on staging Redis `INFO cpu`, and
+    PostgreSQL unknown (its processes are on another host)."""
+    if settings.embedded:
+        from perflab.servers.registry import embedded_servers
+
+        redis_server, pg_server = embedded_servers(settings)
+        rpid, ppid = redis_server.pid(), pg_server.pid()
+        return {
+            "redis": ProcessTree(rpid) if rpid else UNKNOWN,
+            "postgres": ProcessTree(ppid) if ppid else UNKNOWN,
+        }
+    from perflab.cache import make_redis
+    from perflab.servers.registry import endpoints
+
+    client = make_redis(settings.replace(redis_socket_timeout=2.0), endpoints(settings).redis_url)
+    return {"redis": CounterSource(lambda: redis_cpu_seconds(client)), "postgres": UNKNOWN}
+
+
+def lab_sources(settings: Settings, server_pid: int | None = None) -> dict[str, Source]:
+    """The standard split: server (the service tree), client (this process), redis, postgres."""
+    return {
+        "server": ProcessTree(server_pid) if server_pid else UNKNOWN,
+        "client": OwnProcess(os.getpid()),
+        **server_sources(settings),
+    }
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    seconds: dict[str, float | None]
+    lab_ticks: int  # ticks of every local lab source, for the noise record
+
+
+def read(sources: Mapping[str, Source], table: ProcessTable | None = None) -> CpuReading:
+    table = process_table() if table is None else table
+    return CpuReading(
+        {name: src.seconds(table) for name, src in sources.items()},
+        sum(src.local_ticks(table) for src in sources.values()),
+    )
+
+
+def per_request_ms(start: CpuReading, end: CpuReading, requests: int) -> dict[str, float | None]:
+    """CPU ms per request of each source over a phase; None when unreadable at either end."""
+    out: dict[str, float | None] = {}
+    for name, s0 in start.seconds.items():
+        s1 = end.seconds.get(name)
+        if s0 is None or s1 is None or requests <= 0:
+            out[name] = None
+        else:
+            out[name] = round(max(s1 - s0, 0.0) * 1000.0 / requests, 4)
+    return out
