@@ -225,3 +225,24 @@ def test_invalidation_survives_a_master_kill_and_failover(
             time.sleep(0.1)
         assert received.get(timeout=WAIT_S) == "after failover"
     private_cluster.node(victim).start()  # rejoins as a replica
+
+
+def test_cluster_nodes_are_parsed_into_a_topology() -> None:
+    from perflab.servers.redis_cluster import format_topology, parse_cluster_nodes
+
+    text = (
+        "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n"
+        "b2 127.0.0.1:7001@17001 master,fail - 0 0 2 connected 5461-10922 [10923->-c3]\n"
+        "c3 127.0.0.1:7002@17002 master - 0 0 3 connected 10923-16383\n"
+        "d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected\n"
+    )
+    nodes = parse_cluster_nodes(text)
+    assert [(n.port, n.role, n.state, n.slots) for n in nodes] == [
+        (7000, "master", "ok", 5461),
+        (7001, "master", "fail", 5462),
+        (7002, "master", "ok", 5461),
+        (7003, "replica", "ok", 0),
+    ]
+    assert nodes[3].master_id == "a1"
+    assert "master :7000 (5461 slots, ok) <- replicas :7003 (ok)" in format_topology(nodes)
+    assert "master :7001 (5462 slots, fail) <- replicas none" in format_topology(nodes)

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from perflab.config import Settings
-from perflab.lab.faults import FaultLab, FaultLabConfig, summarize
+from perflab.lab.faults import FaultLab, FaultLabConfig
+from perflab.lab.scenarios import summarize
 from perflab.lab.traffic import (
     SEARCH,
     RequestRecord,
@@ -54,7 +55,7 @@ def test_bad_inputs_get_a_clear_4xx_and_write_nothing(lab: FaultLab) -> None:
 
 
 def test_redis_stop_serves_from_postgres_and_the_cache_comes_back(lab: FaultLab) -> None:
-    r = lab.redis_stop(before_s=1.5, down_s=2, after_s=4)
+    r = lab.scenario("redis_stop", before_s=1.5, down_s=2, after_s=4)
     assert r.figures["failed"] == 0, r.figures["statuses"]
     stopped, started = r.events["redis stopped"], r.events["redis started"]
     down = window(r.records, stopped, r.events["redis starting"], SEARCH)
@@ -66,7 +67,7 @@ def test_redis_stop_serves_from_postgres_and_the_cache_comes_back(lab: FaultLab)
 
 
 def test_postgres_restart_fails_few_requests_with_503_and_recovers(lab: FaultLab) -> None:
-    r = lab.pg_restart(before_s=1.5, after_s=3)
+    r = lab.scenario("pg_restart", before_s=1.5, after_s=3)
     failures = [x for x in r.records if x.failed]
     assert all(x.status == 503 and "database unavailable" in x.error for x in failures), failures[:3]
     assert r.figures["recovered"]  # the last seconds were clean: the pools reconnected by themselves
@@ -76,7 +77,7 @@ def test_postgres_restart_fails_few_requests_with_503_and_recovers(lab: FaultLab
 
 
 def test_paused_redis_costs_a_bounded_wait_not_the_pause(lab: FaultLab) -> None:
-    r = lab.slow_redis(before_s=1, pause_s=3, after_s=1)
+    r = lab.scenario("slow_redis", before_s=1, pause_s=3, after_s=1)
     assert r.figures["failed"] == 0, r.figures["statuses"]
     paused, resumed = r.events["redis paused"], r.events["redis resumed"]
     early = window(r.records, paused, paused + 1, SEARCH)
@@ -87,7 +88,7 @@ def test_paused_redis_costs_a_bounded_wait_not_the_pause(lab: FaultLab) -> None:
 
 
 def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(lab: FaultLab) -> None:
-    r = lab.worker_kill(before_s=1, after_s=1)
+    r = lab.scenario("worker_kill", before_s=1, after_s=1)
     assert r.figures["replaced"]  # uvicorn spawned a new worker
     killed = r.events["worker killed"]
     # Right after the kill (before a new worker could have imported the app), requests still succeed:
@@ -101,7 +102,7 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(lab: FaultLab) 
 
 
 def test_no_acknowledged_upload_is_lost_across_restarts(lab: FaultLab) -> None:
-    r = lab.api_restart(before_s=1, after_s=1)
+    r = lab.scenario("api_restart", before_s=1, after_s=1)
     assert r.figures["failed_after_start"] == 0
     durability = lab.durability()
     assert durability.acknowledged >= len(r.acknowledged) > 0
