@@ -86,7 +86,7 @@ def _history(settings: Settings, argv: list[str]) -> int:
 
 
 def _selftest(settings: Settings, argv: list[str]) -> int:
-    from perflab.lab.selftest import selftest
+    from perflab.bench.selftest import selftest
 
     return selftest(settings, argv)
 

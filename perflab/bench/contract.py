@@ -36,11 +36,13 @@ Rules of measurement (perflab.lab.stats holds the numbers):
 What lives where:
 - perflab/lab/  : the measuring instruments and judgement, knowing nothing of what is measured -
   histograms and load drivers (latency), statistics (stats), CPU and noise (cpu, noise, phase),
-  calibration, SLO gates, compare, history, reports. lab never imports bench at module level; only
-  the lab's experiment runners (`perflab report` runs notebooks, `perflab selftest`) call into it.
+  calibration, SLO gates, compare, history, reports. lab never imports bench
+  (tests/test_architecture.py checks it); `perflab report` reaches the benchmarks only through the
+  notebooks it runs.
 - perflab/bench/: the experiments - each drives one part of the system (search service, vector index,
   caches, images, CDN, embedder) through the lab's instruments and returns a `Result`. Notebooks and
-  `perflab bench` call the same `run`.
+  `perflab bench` call the same `run`. `bench/selftest.py` is the experiment on the instruments
+  themselves: it runs the search bench A/A and A/B to measure `perflab compare`'s error rates.
 """
 
 from __future__ import annotations

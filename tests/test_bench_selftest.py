@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perflab.lab.selftest import rates
+from perflab.bench.selftest import rates
 
 
 def test_rates_on_synthetic_trials() -> None:

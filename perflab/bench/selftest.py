@@ -118,7 +118,7 @@ def selftest(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=10_000, help="media in the seeded library")
     parser.add_argument("--comparisons", type=int, default=20)
     parser.add_argument("--requests", type=int, default=300, help="requests per trial")
-    parser.add_argument("--slowdowns", default="20,10,5", help="slowdowns to inject, % of the baseline p50")
+    parser.add_argument("--slowdowns", default="20,10,5", help="slowdowns to inject, %% of the baseline p50")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     slowdowns = tuple(int(x) for x in args.slowdowns.split(",") if x.strip())
