@@ -258,3 +258,24 @@ def index_block_reads(
         (table,),
     ).fetchall()
     return {str(name): (int(hit or 0), int(read or 0)) for name, hit, read in rows}
+
+
+def scratch_copy(
+    conn: psycopg.Connection[Any], source_schema: str, schema: str, tables: tuple[str, ...]
+) -> None:
+    """Copy `tables` (rows only, no indexes) from `source_schema` into a fresh `schema`, so an index
+    experiment (drop, create, compare) never touches a schema other work is reading. The caller drops
+    `schema` afterwards (perflab.db.drop_schema)."""
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        for table in tables:
+            conn.execute(
+                sql.SQL("CREATE TABLE {}.{} AS TABLE {}.{}").format(
+                    sql.Identifier(schema),
+                    sql.Identifier(table),
+                    sql.Identifier(source_schema),
+                    sql.Identifier(table),
+                )
+            )
+            conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
