@@ -210,6 +210,23 @@ class SearchBench:
             if svc is not None:
                 svc.stop()
 
+    def wait_answering(self, url: str, timeout_s: float = 600.0) -> None:
+        """Until one search on `url` answers: a worker's first search loads the embedding model, which
+        on a saturated machine can outlast a request's 30 s timeout."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            clients = _Clients(url, self.cfg.users, self.cfg.seed)
+            try:
+                _search(clients, lambda i: "wait until answering", None)(0)
+                return
+            except (OSError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise
+            finally:
+                clients.close()
+
     def phase(self, name: str) -> Phase:
         """A measured phase around load this process drives by other means (e.g. Locust workers, its
         children): client CPU is this process's tree without the service."""

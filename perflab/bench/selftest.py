@@ -87,6 +87,7 @@ def measure(
 
     cfg = Config(rows=rows, users=min(200, max(2, rows // 40)), serve_workers=2)
     with SearchBench(settings, cfg, log=log) as bench:
+        bench.wait_answering(bench.url)
         base = bench.warm(1, max(requests, 400))
         baseline = base.histogram.percentile_ms(50)
         if base.errors or not baseline > 0:
@@ -96,6 +97,8 @@ def measure(
         urls = {"A": bench.url, "A2": bench.extra_service({})}
         for pct in slowdowns:
             urls[f"B{pct}"] = bench.extra_service({DELAY_ENV: f"{baseline * pct / 100:.3f}"})
+        for url in urls.values():
+            bench.wait_answering(url)
         log(f"baseline warm p50 {baseline:.2f} ms; arms {', '.join(urls)}")
         trials: dict[str, list[list[float]]] = {arm: [] for arm in urls}
         for i in range(comparisons):
