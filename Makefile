@@ -11,27 +11,33 @@ PROFILE ?= smoke
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: report test lab up down status lint sysdeps venv clean-reports
+.PHONY: report help test lab up down status lint sysdeps venv clean-reports
+.DEFAULT_GOAL := report
 
-report: venv sysdeps up
+report: venv sysdeps up  ## the main job: migrate, corpus, run the notebooks under PROFILE (default smoke)
 	$(BIN)/perflab db migrate
 	$(BIN)/perflab corpus
 	$(BIN)/perflab report --profile $(PROFILE)
 
-test: venv sysdeps up
+help:  ## list the targets
+	@echo "make [TARGET] [PROFILE=smoke|ci|full] [PYTEST_ARGS=...]   (bare make = make report)"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
+
+test: venv sysdeps up  ## the test suite on the embedded servers (or staging's, when the URLs are set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-venv: $(STAMP)
+venv: $(STAMP)  ## build .venv with the ml, lab and dev extras
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -m pip install -q --config-settings editable_mode=compat -e '.[ml,lab,dev]' 2>&1 | grep -v '^WARNING: Location' ; test $${PIPESTATUS[0]} -eq 0
+	$(BIN)/python -m pip install -q --no-deps 'signal-processing-algorithms>=2.1.6' 'more-itertools>=8' 'structlog>=24' 2>&1 | grep -v '^WARNING: Location' ; test $${PIPESTATUS[0]} -eq 0
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	touch $(STAMP)
 
 # Debian packages: nginx (the CDN edge in front of the media origin) and libvips42 (pyvips baseline).
-sysdeps:
+sysdeps:  ## install the Debian packages the lab needs (nginx, libvips42), as root
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	ldconfig -p 2>/dev/null | grep -q 'libvips.so.42' || missing="$$missing libvips42"; \
@@ -42,22 +48,22 @@ sysdeps:
 	  else echo "warning: missing Debian packages:$$missing (install them with apt-get as root)"; fi; \
 	fi
 
-up: venv
+up: venv  ## start the embedded Redis and PostgreSQL
 	$(BIN)/perflab up
 
-down:
+down:  ## stop them
 	test -x $(BIN)/perflab && $(BIN)/perflab down || true
 
-status: venv
+status: venv  ## servers, pgvector, and anything a run left behind
 	$(BIN)/perflab status
 
-lab: venv up
-	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1
+lab: venv up  ## JupyterLab on notebooks/ at 127.0.0.1 (prints the URL with its token; LAB_PORT=8888)
+	$(BIN)/perflab lab --port $(or $(LAB_PORT),8888)
 
-lint: venv
+lint: venv  ## ruff and mypy
 	$(BIN)/ruff check perflab tests loadtests
 	$(BIN)/ruff format --check perflab tests loadtests
 	$(BIN)/mypy perflab
 
-clean-reports:
+clean-reports:  ## remove every report run but the baseline
 	find reports -mindepth 1 -maxdepth 1 ! -name README.md ! -name baseline -exec rm -rf {} +

@@ -9,6 +9,11 @@ Users (FastHttpUser):
   the *intended* send time, so a stall is charged to every request it delayed (no coordinated omission).
   Selected with PERFLAB_LOAD_OPEN_RATE > 0 (requests per second per user); the others are then off.
 
+Every scenario with a weight runs at least one user: Uploader and SessionChurn have `fixed_count = 1`
+(Locust spawns those first), searchers take the rest, so a run needs at least 3 users
+(`perflab.lab.loadtest.run_locust` refuses fewer). Requests are counted per scenario (the user class)
+and reported in the summary's `scenarios`, beside the users each ran.
+
 Latency percentiles come from HDR histograms (3 significant figures) recorded on every worker and
 merged on the master; Locust's own percentiles are rounded to 2 significant figures. At the end the
 `quitting` hook writes PERFLAB_LOAD_SUMMARY (JSON) and sets the exit code when p95 is over
@@ -49,6 +54,9 @@ PHOTOS = Path(
 # Per-process HDR histograms by request name; workers ship theirs to the master every report interval.
 _HDR: dict[str, LatencyHistogram] = {}
 _MERGED: dict[str, LatencyHistogram] = {}
+# Per-process request counts by scenario (user class), shipped and summed on the master like the HDRs.
+_COUNTS: dict[str, int] = {}
+_MERGED_COUNTS: dict[str, int] = {}
 _sampler = ZipfQuerySampler(SEED + os.getpid())
 
 
@@ -59,21 +67,60 @@ def _hist(table: dict[str, LatencyHistogram], name: str) -> LatencyHistogram:
 
 
 @events.request.add_listener
-def _record(request_type: str, name: str, response_time: float, exception: Any, **_: Any) -> None:
+def _record(
+    request_type: str, name: str, response_time: float, exception: Any, context: Any = None, **_: Any
+) -> None:
     if exception is None and request_type != "OPEN":
         _hist(_HDR, name).record_ms(response_time)
+    scenario = (context or {}).get("scenario") if isinstance(context, dict) else None
+    if scenario:
+        _COUNTS[scenario] = _COUNTS.get(scenario, 0) + 1
 
 
 @events.report_to_master.add_listener
 def _ship(client_id: str, data: dict[str, Any]) -> None:
     data["perflab_hdr"] = {name: h.encode() for name, h in _HDR.items()}
+    data["perflab_counts"] = dict(_COUNTS)
     _HDR.clear()
+    _COUNTS.clear()
 
 
 @events.worker_report.add_listener
 def _merge(client_id: str, data: dict[str, Any]) -> None:
     for name, encoded in data.get("perflab_hdr", {}).items():
         _hist(_MERGED, name).merge(encoded)
+    for scenario, n in data.get("perflab_counts", {}).items():
+        _MERGED_COUNTS[scenario] = _MERGED_COUNTS.get(scenario, 0) + n
+
+
+def _scenarios(environment: Environment) -> dict[str, dict[str, int]]:
+    """Users and requests per scenario with a weight (or a fixed count) in this run."""
+    counts = _MERGED_COUNTS if isinstance(environment.runner, MasterRunner) else _COUNTS
+    classes = [c for c in environment.user_classes if c.weight > 0 or c.fixed_count > 0]
+    peak = getattr(environment.runner, "perflab_peak_users", {})
+    return {c.__name__: {"users": peak.get(c.__name__, 0), "requests": counts.get(c.__name__, 0)}
+            for c in classes}  # fmt: skip
+
+
+@events.spawning_complete.add_listener
+def _peak_users(user_count: int, **_: Any) -> None:
+    """The most users each scenario ran at once (the runner forgets them when it stops)."""
+    runner = _ENV.runner if _ENV else None
+    if runner is None or isinstance(runner, WorkerRunner):
+        return
+    peak = getattr(runner, "perflab_peak_users", {})
+    for name, n in runner.target_user_classes_count.items():
+        peak[name] = max(peak.get(name, 0), n)
+    runner.perflab_peak_users = peak  # type: ignore[attr-defined]
+
+
+_ENV: Environment | None = None
+
+
+@events.init.add_listener
+def _keep_env(environment: Environment, **_: Any) -> None:
+    global _ENV
+    _ENV = environment
 
 
 def _final_histograms(environment: Environment) -> dict[str, LatencyHistogram]:
@@ -100,6 +147,7 @@ def _gate(environment: Environment, **_: Any) -> None:
         "hdr_encoded": {name: h.encode() for name, h in hists.items()},
         "locust_p95_ms": stats.get_response_time_percentile(0.95),
         "slo": {"p95_ms": P95_SLO_MS, "max_fail_ratio": MAX_FAIL_RATIO},
+        "scenarios": _scenarios(environment),
     }
     search = hists.get("/search") or hists.get("/search [open]")
     p95 = search.percentile_ms(95) if search and search.count else total.percentile_ms(95)
@@ -117,6 +165,9 @@ def _gate(environment: Environment, **_: Any) -> None:
 
 class _SignedIn(FastHttpUser):
     abstract = True
+
+    def context(self) -> dict[str, Any]:
+        return {"scenario": type(self).__name__}  # counted per scenario by `_record`
 
     def sign_in(self) -> None:
         user = random.randint(1, SEEDED_USERS)  # seeded users are user1..userN
@@ -157,6 +208,7 @@ class Searcher(_SignedIn):
 
 class Uploader(_SignedIn):
     weight = 0 if OPEN_RATE > 0 else 1
+    fixed_count = 0 if OPEN_RATE > 0 else 1  # at least one uploader, however few users
     wait_time = between(1, 3)
 
     def on_start(self) -> None:
@@ -182,6 +234,7 @@ class Uploader(_SignedIn):
 
 class SessionChurn(_SignedIn):
     weight = 0 if OPEN_RATE > 0 else 1
+    fixed_count = 0 if OPEN_RATE > 0 else 1  # at least one churning session
     wait_time = between(0.5, 1.5)
 
     @task

@@ -79,6 +79,24 @@ def _loadtest(settings: Settings, argv: list[str]) -> int:
     return loadtest(settings, argv)
 
 
+def _history(settings: Settings, argv: list[str]) -> int:
+    from perflab.lab.history import history
+
+    return history(settings, argv)
+
+
+def _selftest(settings: Settings, argv: list[str]) -> int:
+    from perflab.lab.selftest import selftest
+
+    return selftest(settings, argv)
+
+
+def _lab(settings: Settings, argv: list[str]) -> int:
+    from perflab.lab.jupyter import lab
+
+    return lab(settings, argv)
+
+
 def _corpus(settings: Settings, argv: list[str]) -> int:
     from perflab.lab.corpus import main
 
@@ -97,6 +115,12 @@ def _bench(settings: Settings, argv: list[str]) -> int:
     return main(settings, argv)
 
 
+def _embed(settings: Settings, argv: list[str]) -> int:
+    from perflab.embed.commands import main
+
+    return main(settings, argv)
+
+
 COMMANDS: dict[str, Command] = {
     "up": Command(_up, "start the embedded Redis and PostgreSQL (no-op on staging)"),
     "down": Command(_down, "stop the embedded servers"),
@@ -107,7 +131,11 @@ COMMANDS: dict[str, Command] = {
     "serve": Command(_serve, "run the search HTTP service (uvicorn, several workers)"),
     "loadtest": Command(_loadtest, "Locust scenarios headless (local or distributed) into reports/", "lab"),
     "compare": Command(_compare, "regressions beyond noise between two report runs", "lab"),
+    "history": Command(_history, "every headline figure across runs, with change points", "lab"),
+    "selftest": Command(_selftest, "measure compare's A/A false-alarm and A/B detection rates", "lab"),
+    "lab": Command(_lab, "JupyterLab on notebooks/, on loopback, with a token (`make lab`)", "lab"),
     "corpus": Command(_corpus, "build the image corpora under data/ (photos, bad files)", "lab"),
+    "embed": Command(_embed, "export the ONNX MiniLM model once (the export needs the ml extra)"),
     "bench": Command(_bench, "benchmarks: perflab bench NAME --json (see `perflab bench --help`)"),
 }
 

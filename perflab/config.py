@@ -47,6 +47,10 @@ class Settings:
     embedding_dim: int = 384
 
     # Redis: every key starts with `{key_prefix}:`; socket timeouts bound a slow or dead server.
+    # A Redis Cluster is named by `redis+cluster://[user:password@]host1:port1,host2:port2/` (or
+    # rediss+cluster:// for TLS): the seed nodes, any of them enough to discover the rest. In embedded
+    # mode, `redis_cluster` (PERFLAB_REDIS_CLUSTER=1) picks the lab's embedded 3+3-node cluster.
+    redis_cluster: bool = False
     key_prefix: str = "pl"
     redis_socket_timeout: float = 0.25
     redis_connect_timeout: float = 0.25
@@ -126,11 +130,13 @@ class Settings:
 
     def __post_init__(self) -> None:
         for url, scheme, name in (
-            (self.redis_url, ("redis://", "rediss://", "unix://"), "PERFLAB_REDIS_URL"),
+            (self.redis_url, _REDIS_SCHEMES, "PERFLAB_REDIS_URL"),
             (self.database_url, ("postgresql://", "postgres://"), "PERFLAB_DATABASE_URL"),
         ):
             if url is not None and not url.startswith(scheme):
                 raise ConfigError(f"{name}={redact_url(url)} must start with {' or '.join(scheme)}")
+        if self.redis_url is not None and is_cluster_url(self.redis_url):
+            parse_cluster_url(self.redis_url)  # a typed error now, not at the first command
         if (self.redis_url is None) != (self.database_url is None):
             raise ConfigError(
                 "set both PERFLAB_REDIS_URL and PERFLAB_DATABASE_URL (staging) or neither (embedded servers)"
@@ -146,6 +152,51 @@ class Settings:
 
 
 _HINTS = get_type_hints(Settings)
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class ClusterUrl:
+    """A parsed `redis+cluster://` URL: seed nodes and credentials (never printed: see `redact_url`)."""
+
+    nodes: tuple[tuple[str, int], ...]
+    ssl: bool
+    username: str | None
+    password: str | None
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(_CLUSTER_SCHEMES)
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """Split `redis+cluster://[user:pw@]h1:p1,h2:p2/` into seed nodes; ConfigError names what is wrong."""
+    from urllib.parse import unquote, urlsplit
+
+    shown = redact_url(url)
+    if not is_cluster_url(url):
+        raise ConfigError(f"{shown} is not a cluster URL: it must start with {' or '.join(_CLUSTER_SCHEMES)}")
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, sep, pw = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if sep else None
+    if parts.path not in ("", "/", "/0") or parts.query:
+        raise ConfigError(f"{shown}: a cluster has only database 0 and takes no options (path or query)")
+    nodes = []
+    for item in hosts.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{shown}: seed node {item!r} must be host:port")
+        nodes.append((host, int(port)))
+    return ClusterUrl(tuple(nodes), parts.scheme == "rediss+cluster", username, password)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -155,6 +206,13 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if hint in (float, "float"):
             return float(value)
+        if hint in (bool, "bool"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in _TRUE | _FALSE:
+                raise ValueError("expected 1/0, true/false, yes/no or on/off")
+            return text in _TRUE
         if hint == Path or hint == Path | None:
             return Path(value).expanduser()
         return str(value) if value is not None else None

@@ -21,6 +21,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "pyvips",
         "skimage",
         "sklearn",
+        "jupyterlab",
+        "ipywidgets",
     ),
     "ml": ("torch",),
 }

@@ -14,8 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from redis.cluster import ClusterNode
 
-from perflab.config import Settings
+from perflab.config import Settings, is_cluster_url, parse_cluster_url
 from perflab.db import connect, drop_schema, migrate
 from perflab.lab.harness import ServiceProcess, seed_schema
 from perflab.net import free_port
@@ -44,9 +45,53 @@ def settings(base_settings: Settings, request: pytest.FixtureRequest) -> Setting
     return base_settings.replace(key_prefix=f"t{_RUN}x{uuid.uuid4().hex[:8]}")
 
 
+# -- Redis: a single server, or the embedded cluster --------------------------------------------------
+# A test module marked `pytestmark = pytest.mark.both_redis` runs each test that uses Redis (through
+# `redis_url`, `redis_client` or `cache_manager`) twice: on the single server and on the embedded
+# 3-master cluster. Elsewhere those fixtures are the single server only.
+REDIS_KINDS = ("single", "cluster")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_redis: run this module's Redis tests on a single server and a cluster"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "redis_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_redis"):
+        metafunc.parametrize("redis_kind", REDIS_KINDS, indirect=True)
+
+
 @pytest.fixture()
-def redis_client(settings: Settings, servers: Endpoints) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(servers.redis_url)
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture(scope="session")
+def cluster_servers(base_settings: Settings) -> Endpoints:
+    """The embedded cluster (3 masters + 3 replicas), started on first use and shared like the server."""
+    return endpoints(base_settings.replace(redis_cluster=True))
+
+
+@pytest.fixture()
+def redis_url(redis_kind: str, servers: Endpoints, request: pytest.FixtureRequest) -> str:
+    if redis_kind == "cluster":
+        return str(request.getfixturevalue("cluster_servers").redis_url)
+    return servers.redis_url
+
+
+def raw_redis(url: str) -> redis.Redis | redis.RedisCluster:
+    """A plain redis-py client (no perflab guard) on a server or a cluster URL, for inspection."""
+    if is_cluster_url(url):
+        nodes = [ClusterNode(h, p) for h, p in parse_cluster_url(url).nodes]
+        return redis.RedisCluster(startup_nodes=nodes)
+    return redis.Redis.from_url(url)
+
+
+@pytest.fixture()
+def redis_client(settings: Settings, redis_url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
+    client = raw_redis(redis_url)
     yield client
     for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
         client.unlink(key)
@@ -73,11 +118,11 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture()
-def cache_manager(settings: Settings, servers: Endpoints, redis_client: redis.Redis) -> Iterator[object]:
-    """A perflab.cache CacheManager on the shared Redis under this test's key prefix (cleaned up after)."""
+def cache_manager(settings: Settings, redis_url: str, redis_client: object) -> Iterator[object]:
+    """A perflab.cache CacheManager on the shared Redis (or cluster) under this test's key prefix (cleaned up after)."""
     from perflab.cache import CacheManager, make_redis
 
-    client = make_redis(settings, servers.redis_url)
+    client = make_redis(settings, redis_url)
     yield CacheManager(client, prefix=settings.key_prefix, default_ttl=60)
     client.close()
 
@@ -119,4 +164,15 @@ def service(svc_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     media = tmp_path_factory.mktemp("media")
     on = svc_settings.replace(embedder="hashing", media_root=media)
     with ServiceProcess(on, workers=1, log=media / "serve.log") as svc:
+        yield svc
+
+
+@pytest.fixture(scope="session")
+def cluster_service(
+    svc_settings: Settings, cluster_servers: Endpoints, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """`perflab serve` (two workers) on the seeded schema with the embedded cluster as its Redis."""
+    media = tmp_path_factory.mktemp("media-cluster")
+    on = svc_settings.replace(embedder="hashing", media_root=media, redis_cluster=True)
+    with ServiceProcess(on, workers=2, log=media / "serve.log") as svc:
         yield svc

@@ -24,3 +24,17 @@ def test_bench_cache_prints_the_contract_keys_and_cleans_up(
     assert all(result["ops_per_s"][k] > 0 for k in ("get", "set", "get_many", "set_many"))
     assert result["embedding_memory_ratio_vs_seed"] > 1  # packed float32 beats JSON at any size
     assert not list(redis_client.scan_iter(match=f"{settings.key_prefix}bench*", count=1000))
+
+
+def test_bench_cache_cluster_compares_one_node_with_three_masters(
+    settings: Settings, cluster_servers: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(settings, ["--json", "--quick", "--cluster"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1  # one JSON object on one line
+    result = json.loads(lines[0])
+    assert set(bench.TARGETS) <= set(result) and "ops_per_s" in result  # the old keys stay
+    c = result["cluster"]
+    assert c["masters"] == 3 and c["trials"] == 2
+    for kind in ("single", "cluster"):
+        assert all(c[kind][op] > 0 for op in ("get", "set", "get_many", "set_many"))

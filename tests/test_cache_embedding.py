@@ -10,6 +10,8 @@ import redis
 
 from perflab.cache import CacheKeyError, CacheManager, CacheValueError, EmbeddingCache
 
+pytestmark = pytest.mark.both_redis  # each Redis test runs on a single server and on the cluster
+
 DIM = 16
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from perflab.cache import CacheManager, CircuitBreaker, Invalidator, make_redis
 from perflab.config import Settings
-from perflab.servers import Endpoints, RedisServer
+from perflab.servers import RedisServer
+
+pytestmark = pytest.mark.both_redis  # each Redis test runs on a single server and on the cluster
 
 WAIT_S = 10.0  # upper bound for a message to arrive; normally milliseconds
 
@@ -22,9 +24,9 @@ def _expect(q: queue.Queue[str]) -> str:
 
 
 def test_a_publication_reaches_subscribers_in_other_processes_clients(
-    cache_manager: CacheManager, settings: Settings, servers: Endpoints
+    cache_manager: CacheManager, settings: Settings, redis_url: str
 ) -> None:
-    other_client = make_redis(settings, servers.redis_url)  # as another process would have
+    other_client = make_redis(settings, redis_url)  # as another process would have
     publisher = Invalidator(CacheManager(other_client, prefix=cache_manager.prefix, default_ttl=60))
     received: queue.Queue[str] = queue.Queue()
     with Invalidator(cache_manager).subscribe(received.put) as sub:

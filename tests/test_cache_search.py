@@ -14,6 +14,8 @@ from redis.crc import key_slot
 
 from perflab.cache import CacheKeyError, CacheManager, CacheValueError, SearchCache, normalize_query
 
+pytestmark = pytest.mark.both_redis  # each Redis test runs on a single server and on the cluster
+
 NASTY_IDS = ["*", "u?", "[ab]", "{u:1}", "}", "a:b", "user 1", "", "\\*", "ü", "😀", "\ud800"]
 
 

@@ -13,6 +13,8 @@ import redis
 from perflab.cache import CacheManager, CacheValueError, SessionNotFound, SessionStore
 from perflab.cache.keys import user_digest
 
+pytestmark = pytest.mark.both_redis  # each Redis test runs on a single server and on the cluster
+
 
 class Clock:
     """Wall time plus an offset we can move forward, so absolute lifetimes need no sleeping."""

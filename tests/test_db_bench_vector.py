@@ -20,18 +20,23 @@ CONFIG_KEYS = {
 def test_bench_vector_json_contract(
     base_settings: Settings, servers: Endpoints, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--rows", "1500", "--queries", "20", "--ef", "40,100", "--duration", "0.2", "--json"]
+    argv = ["--rows", "3000", "--queries", "20", "--ef", "40,100", "--duration", "0.2", "--json"]
     assert vector.main(base_settings, argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["rows"], out["dims"]) == (1500, base_settings.embedding_dim)
+    assert (out["rows"], out["dims"]) == (3000, base_settings.embedding_dim)
+    assert out["benchmark"] == "vector" and out["contract"] == 1
     assert "clustered synthetic" in out["data"]
-    assert [(c["index"], c["ef_search"]) for c in out["configs"]] == [
-        ("exact", None),
-        ("hnsw", 40),
-        ("hnsw", 100),
+    assert [(c["index"], c["vector_type"], c["ef_search"]) for c in out["configs"]] == [
+        ("exact", None, None),
+        ("hnsw", "halfvec", 40),
+        ("hnsw", "halfvec", 100),
+        ("hnsw", "vector", 40),
+        ("hnsw", "vector", 100),
     ]
     for c in out["configs"]:
-        assert set(c) == CONFIG_KEYS
+        assert set(c) >= CONFIG_KEYS and c["trials"] == 5
+        if c["index"] == "hnsw":  # the raw loop timed beside it
+            assert c["raw_p95_ms"] > 0 and c["p95_vs_raw"] > 0
         assert 0.0 <= c["recall_at_10"] <= 1.0 and c["p50_ms"] <= c["p95_ms"] <= c["p99_ms"]
     assert out["configs"][0]["recall_at_10"] == 1.0  # the exact path is exact
     cases = {c["case"]: c for c in out["filtered"]["cases"]}
@@ -39,6 +44,16 @@ def test_bench_vector_json_contract(
     assert cases["small_user"]["path"] == "exact" and cases["small_user"]["recall_at_10"] == 1.0
     assert all(c["min_results"] == 10 for c in cases.values())
     assert out["filtered"]["sweep"] and out["filtered"]["exact_threshold"] == 2000
+    cells = [c for c in out["filter_matrix"]["cells"] if c.get("measured", True)]
+    assert {(c["filter"], c["target_share"]) for c in cells} >= {
+        ("type_date", s) for s in (0.01, 0.1, 0.5, 0.99)
+    }
+    assert all(c["k_rows_whenever_k_match"] and c["recall_at_10"] >= 0.9 for c in cells), cells
+    assert set(out["residency"]["buffer_hit_ratio"]) == {
+        "idx_media_embeddings_hnsw",
+        "idx_media_embeddings_hnsw_vector",
+    }
+    assert "hnsw_halfvec_ef100_p95_vs_raw" in out["figures"]
     # the benchmark's schema is gone afterwards
     from perflab.db import connect
 

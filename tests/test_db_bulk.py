@@ -143,7 +143,8 @@ def test_large_load_rebuilds_the_vector_index_small_one_does_not(conn) -> None:
     definition = conn.execute(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_media_embeddings_hnsw' AND schemaname = current_schema()"
     ).fetchone()[0]
-    assert "hnsw (embedding vector_cosine_ops)" in definition and "ef_construction='128'" in definition
+    # migration 0005: a halfvec expression index over the vector column
+    assert "halfvec_cosine_ops" in definition and "ef_construction='128'" in definition
     assert conn.execute("SELECT count(*) FROM media_embeddings").fetchone() == (1700,)
 
 

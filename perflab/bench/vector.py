@@ -1,18 +1,25 @@
-"""`perflab bench vector [--json] [--rows N]`: per-user vector search through perflab's VectorSearch.
+"""`perflab bench vector [--json] [--rows N]`: per-user vector search through perflab's VectorSearch,
+timed side by side with a raw psycopg + pgvector loop on the same table.
 
 Data: clustered synthetic unit vectors (gaussian blobs around random centres on the sphere), loaded
 with perflab's binary COPY into a schema of the benchmark's own (`bench_vector_<pid>`, dropped at the
-end). Queries are fresh draws from the same blobs. Ground truth is numpy brute force over exactly
-the rows each query may see (the user's, after filters).
+end; nothing else is read or written). Queries are fresh draws from the same blobs. Ground truth is
+numpy brute force over exactly the rows each query may see (the user's, after filters).
 
-Layout of the `rows` rows: one large user (user A, ~80%), one mid-size user (10%), and small users of
-100..8000 rows for the exact/HNSW crossover sweep; 5% of rows are videos and 2% are not `completed`.
+Layout of the `rows` rows: user A (50 %), user B (10 %), user C (1 %), and small users of 100..8000
+rows for the exact/HNSW crossover sweep; the rest belongs to filler users. 5 % of rows are videos,
+2 % are not `completed`, upload dates are uniform over a year.
 
-Printed: `rows`, `dims`, `configs` (exact and HNSW at several ef_search, all searching user A: recall
-@10, serial p50/p95/p99, closed-loop QPS at concurrency 1/4/8, index build time and size) and
-`filtered` (per-user cases: small user, mid user, a selective media-type filter on user A, and the
-crossover sweep that sets vector.EXACT_THRESHOLD; there, "hnsw" is the index path as the planner runs
-it, and for the smallest libraries the planner itself prefers the user_id btree).
+Printed (one JSON object with --json, perflab/bench/contract.py's envelope):
+- `configs`: exact, and HNSW over the halfvec index (the schema's default, migration 0005) and over a
+  `vector` index at each ef_search, all searching user A: recall@10, serial p50/p95/p99 (medians of
+  `trials` trials), QPS at concurrency 1/4/8, build time, index size; beside each, the raw loop's p95
+  measured in the same trials, interleaved (perflab, raw, perflab, raw ...), and `p95_vs_raw`.
+- `filter_matrix`: a user filter (users C / B / A, 1 / 10 / 50 % of the table) and a type + date
+  filter on user A (images in a date window keeping 1 / 10 / 50 / 99 % of A's rows), each cell: the
+  route, min rows returned, recall@10, p99 and p99 / unfiltered p99.
+- `filtered`: small/mid user and video-only cases, and the crossover sweep behind EXACT_THRESHOLD.
+- `residency`: shared_buffers, index sizes and each HNSW index's buffer hit ratio during the configs.
 """
 
 from __future__ import annotations
@@ -23,11 +30,14 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
+from perflab.bench.contract import Phase, Result, estimate, interleave, percentile_estimate
 from perflab.config import Settings
 from perflab.db import (
     MediaRow,
@@ -41,12 +51,25 @@ from perflab.db import (
     make_pool,
     migrate,
 )
-from perflab.db.vector import EXACT_THRESHOLD
+from perflab.db.indexes import (
+    IndexDef,
+    build_indexes,
+    index_block_reads,
+    index_sizes,
+    maintenance_work_mem_for,
+)
+from perflab.db.vector import EXACT_THRESHOLD, IndexKind, raw_knn_sql
 from perflab.db.versions import server_versions
+from perflab.lab.cpu import lab_sources
+from perflab.lab.latency import LatencyHistogram
+from perflab.lab.provenance import collect
 from perflab.servers.registry import endpoints
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000, 4000, 8000)
 MODEL = "bench-clustered"
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+MATRIX_SHARES = (0.01, 0.10, 0.50, 0.99)
+VECTOR_INDEX = "idx_media_embeddings_hnsw_vector"
 
 
 @dataclass
@@ -55,6 +78,7 @@ class _Data:
     owner: np.ndarray  # user index per row
     media_type: np.ndarray  # str per row
     completed: np.ndarray  # bool per row
+    uploaded: np.ndarray  # seconds after T0 per row
     user_sizes: dict[str, int]  # name -> rows
     queries: np.ndarray
 
@@ -75,9 +99,10 @@ def clustered(
 
 def _layout(rows: int) -> dict[str, int]:
     sweep = {f"sweep_{s}": s for s in SWEEP_SIZES if s <= rows // 12}
-    mid = rows // 10
-    big = rows - mid - sum(sweep.values())
-    return {"A": big, "mid": mid, **sweep}
+    a, b, c = rows // 2, rows // 10, rows // 100
+    rest = rows - a - b - c - sum(sweep.values())
+    filler = {f"filler_{i}": rest // 4 + (1 if i < rest % 4 else 0) for i in range(4)}
+    return {"A": a, "mid": b, "C": c, **sweep, **{k: v for k, v in filler.items() if v}}
 
 
 def make_data(rows: int, dims: int, queries: int, seed: int, clusters: int = 100) -> _Data:
@@ -88,20 +113,19 @@ def make_data(rows: int, dims: int, queries: int, seed: int, clusters: int = 100
     rng.shuffle(owner)  # interleave users in the heap, as uploads over time would
     media_type = np.where(rng.uniform(size=rows) < 0.05, "video", "image")
     completed = rng.uniform(size=rows) >= 0.02
+    uploaded = rng.integers(0, 365 * 86400, size=rows)  # whole seconds: date bounds compare exactly
     q, _ = clustered(queries, dims, clusters, rng, centres)
-    return _Data(vectors, owner, media_type, completed, sizes, q)
+    return _Data(vectors, owner, media_type, completed, uploaded, sizes, q)
 
 
 def _truth(data: _Data, mask: np.ndarray, k: int) -> list[set[int]]:
     idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return [set() for _ in range(len(data.queries))]
     sims = data.queries @ data.vectors[idx].T
-    top = np.argpartition(-sims, min(k, len(idx) - 1), axis=1)[:, :k]
+    kk = min(k, idx.size)
+    top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
     return [set(idx[row].tolist()) for row in top]
-
-
-def _percentiles(samples_ms: list[float]) -> dict[str, float]:
-    a = np.asarray(samples_ms)
-    return {f"p{p}_ms": round(float(np.percentile(a, p)), 3) for p in (50, 95, 99)}
 
 
 def _qps(fn: Any, n_queries: int, threads: int, duration_s: float) -> float:
@@ -124,6 +148,25 @@ def _qps(fn: Any, n_queries: int, threads: int, duration_s: float) -> float:
     return round(sum(counts) / (time.perf_counter() - t0), 1)
 
 
+def _serial(fn: Callable[[int], Any], n: int) -> LatencyHistogram:
+    """One trial: queries 0..n-1 one after another, each latency recorded."""
+    hist = LatencyHistogram()
+    for i in range(n):
+        t = time.perf_counter_ns()
+        fn(i)
+        hist.record_ns(time.perf_counter_ns() - t)
+    return hist
+
+
+def _window(data: _Data, mine: np.ndarray, share: float) -> tuple[datetime, datetime]:
+    """A date window keeping about `share` of the rows in `mine` (centred in the year)."""
+    days = np.sort(data.uploaded[mine])
+    n = max(1, round(share * days.size))
+    start = (days.size - n) // 2
+    lo, hi = days[start], days[min(start + n - 1, days.size - 1)]
+    return T0 + timedelta(seconds=float(lo)), T0 + timedelta(seconds=float(hi))
+
+
 def run(
     settings: Settings,
     *,
@@ -134,8 +177,13 @@ def run(
     efs: list[int],
     duration_s: float,
     log: Any,
+    trials: int = 5,
+    kinds: tuple[IndexKind, ...] | None = None,
+    parallel_workers: int = 2,
 ) -> dict[str, Any]:
+    """Load, build, measure; returns the JSON envelope (legacy keys + contract figures)."""
     dims = settings.embedding_dim
+    kinds = kinds if kinds is not None else (("halfvec", "vector") if rows <= 200_000 else ("halfvec",))
     load_before = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     schema = f"bench_vector_{os.getpid()}"
     s = settings.replace(db_schema=schema)
@@ -145,6 +193,10 @@ def run(
     names = list(data.user_sizes)
     media_ids = [uuid.UUID(int=(1 << 64) + i) for i in range(rows)]
     row_of = {m: i for i, m in enumerate(media_ids)}
+    result = Result("vector", {"rows": rows, "queries": queries, "seed": seed, "k": k, "efs": efs,
+                               "trials": trials, "kinds": list(kinds)},
+                    provenance=collect(settings))  # fmt: skip
+    sources = lab_sources(settings)
     conn = connect(s, url)
     try:
         migrate(conn, s)
@@ -157,11 +209,13 @@ def run(
                     filename=f"b{i}.jpg",
                     media_type=str(data.media_type[i]),
                     status="completed" if data.completed[i] else "processing",
+                    uploaded_at=T0 + timedelta(seconds=int(data.uploaded[i])),
                 ),
             )
             for i in range(rows)
         ]
         log(f"loading {rows} x {dims} into {schema} ...")
+        t_load = time.perf_counter()
         load = bulk_load(
             conn,
             users=users,
@@ -170,26 +224,41 @@ def run(
             model_name=MODEL,
             rebuild_vector_index=True,
             progress=False,
+            parallel_workers=parallel_workers,
         )
+        del media, users
+        vector_build_s = None
+        if "vector" in kinds:
+            log("building the vector (float32) HNSW index beside the halfvec one ...")
+            vector_build_s = build_indexes(
+                conn,
+                [IndexDef(VECTOR_INDEX, f"CREATE INDEX {VECTOR_INDEX} ON media_embeddings USING hnsw"
+                          " (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128)")],
+                maintenance_work_mem=maintenance_work_mem_for(rows, dims),
+                parallel_workers=parallel_workers,
+            )  # fmt: skip
         t0 = time.perf_counter()
-        conn.execute("REINDEX INDEX idx_media_embeddings_user")
+        conn.execute("REINDEX INDEX idx_media_embeddings_filter")
         btree_s = time.perf_counter() - t0
-        size = dict(
-            conn.execute(
-                "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c"
-                " WHERE c.relname IN ('idx_media_embeddings_hnsw', 'idx_media_embeddings_user')"
-                " AND c.relnamespace = %s::regnamespace",
-                (schema,),
-            ).fetchall()
-        )
+        load_wall_s = time.perf_counter() - t_load
+        size = index_sizes(conn)
         versions = server_versions(conn)
         hnsw_opts = conn.execute(
             "SELECT reloptions FROM pg_class WHERE relname = 'idx_media_embeddings_hnsw' AND relnamespace = %s::regnamespace",
             (schema,),
         ).fetchone()
+        index_name = {"halfvec": "idx_media_embeddings_hnsw", "vector": VECTOR_INDEX}
+        build_s = {"halfvec": load.index_s, "vector": vector_build_s}
+        raw = connect(s, url)  # the raw loop's own connection, autocommit, session settings
         with make_pool(s, url, min_size=8, max_size=8, open=True) as pool:
-            vs = VectorSearch(pool, dim=dims)
+            searchers = {kind: VectorSearch(pool, dim=dims, index=kind) for kind in kinds}
+            vs = searchers[kinds[0]]
             completed = data.completed
+
+            def recall_of(hits: list[Any], truth: set[int], user: str) -> float:
+                got = {row_of[h.media_id] for h in hits}
+                assert all(data.owner[r] == names.index(user) for r in got), "another user's media returned"
+                return len(got & truth) / max(1, min(k, len(truth))) if truth else 1.0
 
             def measure(
                 user: str,
@@ -199,31 +268,77 @@ def run(
                 mask: np.ndarray,
                 n_q: int,
                 concurrency: bool,
+                searcher: VectorSearch | None = None,
+                raw_kind: IndexKind | None = None,
+                label: str = "",
             ) -> dict[str, Any]:
+                """`trials` interleaved trials of n_q serial queries (perflab, then raw when asked)."""
                 truth = _truth(data, mask, k)
                 uid = user_ids[user]
+                sv = searcher or vs
+                recall: list[float] = []
+                shortest = [k]
+                routes: list[Any] = []
 
                 def one(i: int) -> list[Any]:
-                    return vs.search(uid, data.queries[i], k, filters, ef_search=ef, path=path)  # type: ignore[arg-type]
+                    hits, route = sv.search_routed(uid, data.queries[i], k, filters, ef_search=ef, path=path)  # type: ignore[arg-type]
+                    routes.append(route)
+                    return hits
 
-                for i in range(min(10, n_q)):
-                    one(i)
-                lat, recall, shortest = [], [], k
-                for i in range(n_q):
-                    t = time.perf_counter()
+                def checked(i: int) -> None:
                     hits = one(i)
-                    lat.append((time.perf_counter() - t) * 1000)
-                    got = {row_of[h.media_id] for h in hits}
-                    assert all(data.owner[r] == names.index(user) for r in got), (
-                        "another user's media returned"
-                    )
-                    recall.append(len(got & truth[i]) / k)
-                    shortest = min(shortest, len(hits))
+                    recall.append(recall_of(hits, truth[i], user))
+                    shortest[0] = min(shortest[0], len(hits))
+
+                raw_sql = raw_knn_sql(raw_kind, dims).encode() if raw_kind else b""
+
+                def raw_one(i: int) -> None:
+                    raw.execute(raw_sql, {"u": uid, "q": data.queries[i], "k": k}, prepare=True).fetchall()
+
+                for i in range(min(10, n_q)):  # warm both
+                    one(i)
+                    if raw_kind:
+                        raw_one(i)
+                arms: dict[str, Callable[[int], LatencyHistogram]] = {}
+
+                def mine(i: int) -> LatencyHistogram:
+                    with Phase(f"search{label}", sources) as ph:
+                        h = _serial(checked, n_q)
+                    result.add_phase(ph.finish(n_q))
+                    return h
+
+                arms["perflab"] = mine
+                if raw_kind:
+                    if ef is not None:
+                        raw.execute(f"SET hnsw.ef_search = {int(ef)}")
+                    raw.execute("SET hnsw.iterative_scan = relaxed_order")
+                    arms["raw"] = lambda i: _serial(raw_one, n_q)
+                runs = interleave(arms, trials)
+                est = {p: percentile_estimate(runs["perflab"], p) for p in (50, 95, 99)}
                 out: dict[str, Any] = {
                     "recall_at_10": round(float(np.mean(recall)), 4),
-                    **_percentiles(lat),
-                    "min_results": shortest,
+                    **{f"p{p}_ms": e.median for p, e in est.items()},
+                    "min_results": shortest[0],
+                    "p95_ci95": list(est[95].ci95),
+                    "p99_ci95": list(est[99].ci95),
+                    "trials": trials,
+                    "samples_per_trial": n_q,
+                    "route": routes[-1].path if routes else None,
+                    "route_ef": routes[-1].ef if routes else None,
                 }
+                if label:
+                    result.estimates[f"{label}_p95_ms"] = est[95]
+                    result.estimates[f"{label}_p99_ms"] = est[99]
+                if raw_kind:
+                    raw95 = percentile_estimate(runs["raw"], 95)
+                    ratio = estimate([a.percentile_ms(95) / b.percentile_ms(95)
+                                      for a, b in zip(runs["perflab"], runs["raw"], strict=True)])  # fmt: skip
+                    out.update({"raw_p95_ms": raw95.median, "raw_p95_ci95": list(raw95.ci95),
+                                "p95_vs_raw": round(ratio.median, 3),
+                                "p95_vs_raw_ci95": [round(x, 3) for x in ratio.ci95]})  # fmt: skip
+                    if label:
+                        result.estimates[f"{label}_raw_p95_ms"] = raw95
+                        result.estimates[f"{label}_p95_vs_raw"] = ratio
                 if concurrency:
                     for c in (1, 4, 8):
                         out[f"qps_c{c}"] = _qps(one, n_q, c, duration_s)
@@ -231,34 +346,65 @@ def run(
 
             mine_a = (data.owner == names.index("A")) & completed
             configs: list[dict[str, Any]] = []
+            legacy_keys = ("recall_at_10", "p50_ms", "p95_ms", "p99_ms", "qps_c1", "qps_c4", "qps_c8")
             log("exact ...")
-            r = measure("A", "exact", None, None, mine_a, min(queries, 40), True)
-            r.pop("min_results")
-            configs.append(
-                {
-                    "index": "exact",
-                    "ef_search": None,
-                    **r,
-                    "build_s": round(btree_s, 3),
-                    "index_mb": round(size.get("idx_media_embeddings_user", 0) / 2**20, 2),
-                }
-            )
-            for ef in efs:
-                log(f"hnsw ef_search={ef} ...")
-                r = measure("A", "hnsw", ef, None, mine_a, queries, True)
-                r.pop("min_results")
-                configs.append(
-                    {
-                        "index": "hnsw",
-                        "ef_search": ef,
-                        **r,
-                        "build_s": round(load.index_s, 2),
-                        "index_mb": round(size.get("idx_media_embeddings_hnsw", 0) / 2**20, 2),
-                    }
+            r = measure("A", "exact", None, None, mine_a, min(queries, 40), True, label="exact")
+            configs.append({"index": "exact", "ef_search": None, **{x: r[x] for x in legacy_keys},
+                            "build_s": round(btree_s, 3),
+                            "index_mb": round(size.get("idx_media_embeddings_filter", 0) / 2**20, 2),
+                            "vector_type": None, "p95_ci95": r["p95_ci95"], "trials": trials})  # fmt: skip
+            hits_before = index_block_reads(conn)
+            for kind in kinds:
+                for ef in efs:
+                    log(f"hnsw {kind} ef_search={ef} ...")
+                    r = measure("A", "hnsw", ef, None, mine_a, queries, True, searchers[kind], kind,
+                                label=f"hnsw_{kind}_ef{ef}")  # fmt: skip
+                    configs.append({"index": "hnsw", "ef_search": ef, **{x: r[x] for x in legacy_keys},
+                                    "build_s": round(build_s[kind] or 0.0, 2),
+                                    "index_mb": round(size.get(index_name[kind], 0) / 2**20, 2),
+                                    "vector_type": kind,
+                                    **{x: r[x] for x in ("p95_ci95", "trials", "raw_p95_ms", "raw_p95_ci95",
+                                                         "p95_vs_raw", "p95_vs_raw_ci95")}})  # fmt: skip
+            time.sleep(1.2)  # let the pool's backends flush their I/O counters
+            hits_after = index_block_reads(conn)
+            residency: dict[str, Any] = {"shared_buffers": versions.shared_buffers, "effective_cache_size": versions.effective_cache_size,
+                                         "index_mb": {n: round(b / 2**20, 2) for n, b in sorted(size.items())},
+                                         "buffer_hit_ratio": {}}  # fmt: skip
+            for kind in kinds:
+                n = index_name[kind]
+                h0, r0 = hits_before.get(n, (0, 0))
+                h1, r1 = hits_after.get(n, (0, 0))
+                dh, dr = h1 - h0, r1 - r0
+                residency["buffer_hit_ratio"][n] = round(dh / (dh + dr), 5) if dh + dr else None
+
+            log("filter matrix ...")
+            n_f = min(queries, 100)
+            base = measure("A", "auto", None, None, mine_a, n_f, False, label="matrix_unfiltered")
+            cells: list[dict[str, Any]] = []
+            user_of_share = {0.01: "C", 0.10: "mid", 0.50: "A"}
+            for share in MATRIX_SHARES:
+                user = user_of_share.get(share)
+                if user is not None and user in names:
+                    mask = (data.owner == names.index(user)) & completed
+                    r = measure(
+                        user, "auto", None, None, mask, n_f, False, label=f"matrix_user_{round(share * 100)}"
+                    )
+                    cells.append(_cell("user", share, int(mask.sum()), rows, r, base))
+                else:
+                    cells.append({"filter": "user", "target_share": share, "measured": False,
+                                  "why": "a user owning 99 % of the table leaves no room for users A, B and C"
+                                         " in the same table; the type/date column covers the near-unfiltered end"})  # fmt: skip
+                lo, hi = _window(data, mine_a & (data.media_type == "image"), share)
+                f = SearchFilters(media_type="image", date_from=lo, date_to=hi)
+                up = T0 + np.array([timedelta(seconds=int(x)) for x in data.uploaded[mine_a]])
+                mask = mine_a.copy()
+                mask[mine_a] = (data.media_type[mine_a] == "image") & (up >= lo) & (up <= hi)
+                r = measure(
+                    "A", "auto", None, f, mask, n_f, False, label=f"matrix_type_date_{round(share * 100)}"
                 )
+                cells.append(_cell("type_date", share, int(mask.sum()), rows, r, base))
 
             log("filtered ...")
-            n_f = min(queries, 100)
             cases = []
             small = next(
                 (n for n in names if n.startswith("sweep_") and data.user_sizes[n] >= 500), names[-1]
@@ -278,8 +424,8 @@ def run(
                         "user_rows": data.user_sizes[user],
                         "matching_rows": int(mask.sum()),
                         "selectivity": round(float(mask.sum()) / rows, 4),
-                        "path": vs.path_for(user_ids[user]),
-                        **r,
+                        "path": vs.path_for(user_ids[user], flt),
+                        **{x: r[x] for x in ("recall_at_10", "p50_ms", "p95_ms", "p99_ms", "min_results")},
                     }
                 )
             sweep = []
@@ -296,27 +442,41 @@ def run(
                         "p95_ms": r["p95_ms"],
                     }
                 sweep.append(entry)
+        raw.close()
     finally:
         drop_schema(conn, schema)
         conn.close()
-    return {
+    result.legacy = {
         "rows": rows,
         "dims": dims,
         "data": f"clustered synthetic: {rows} unit vectors in 100 gaussian clusters, seed {seed}; "
         f"{queries} held-out queries from the same clusters; ground truth = numpy brute force",
         "k": k,
-        "search": "perflab.db.VectorSearch.search (pooled psycopg, prepared statements, SET LOCAL ef_search)",
+        "search": "perflab.db.VectorSearch.search (pooled psycopg, prepared statements, SET LOCAL ef_search,"
+        " over-fetch to ef and exact re-rank)",
+        "raw": "one psycopg connection, prepared `SELECT media_file_id ... ORDER BY <index expr> LIMIT k`,"
+        " session SET hnsw.ef_search / iterative_scan; same queries, same trials, interleaved",
         "configs_user": f"user A owns {data.user_sizes['A']} of {rows} rows; the HNSW graph holds all rows",
         "configs": configs,
+        "filter_matrix": {
+            "unfiltered": {x: base[x] for x in ("p99_ms", "p99_ci95", "recall_at_10", "route")},
+            "cells": cells,
+            "note": "user: the whole user (status completed); type_date: user A, images in a date window."
+            " p99 from `trials` trials of ~100 queries: status insufficient (a p99 wants 10,000 per trial)",
+        },
         "filtered": {
             "exact_threshold": EXACT_THRESHOLD,
             "default_ef_search": vs.ef_search,
             "cases": cases,
             "sweep": sweep,
         },
+        "residency": residency,
         "load": {
             "copy_s": round(load.copy_s, 2),
             "hnsw_build_s": round(load.index_s, 2),
+            "vector_hnsw_build_s": None if vector_build_s is None else round(vector_build_s, 2),
+            "wall_s": round(load_wall_s, 2),
+            "parallel_workers": parallel_workers,
             "maintenance_work_mem": load.maintenance_work_mem,
             "hnsw_options": hnsw_opts[0] if hnsw_opts else None,
         },
@@ -326,6 +486,26 @@ def run(
             "cpus": os.cpu_count(),
             "loadavg_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
         },
+    }
+    return result.envelope()
+
+
+def _cell(
+    kind: str, share: float, matching: int, rows: int, r: dict[str, Any], base: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "filter": kind,
+        "target_share": share,
+        "matching_rows": matching,
+        "table_share": round(matching / rows, 5),
+        "route": r["route"],
+        "route_ef": r["route_ef"],
+        "min_results": r["min_results"],
+        "k_rows_whenever_k_match": r["min_results"] >= min(10, matching),
+        "recall_at_10": r["recall_at_10"],
+        "p99_ms": r["p99_ms"],
+        "p99_ci95": r["p99_ci95"],
+        "p99_vs_unfiltered": round(r["p99_ms"] / base["p99_ms"], 3) if base["p99_ms"] else None,
     }
 
 
@@ -344,11 +524,22 @@ def main(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per concurrency level for QPS")
+    parser.add_argument("--trials", type=int, default=5, help="interleaved trials per measurement (>= 5)")
+    parser.add_argument(
+        "--kinds",
+        default=None,
+        help="HNSW index kinds: halfvec,vector (default both up to 200k rows, then halfvec)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (otherwise a table)")
     args = parser.parse_args(argv)
     if args.rows < 1000:
         parser.error("--rows must be at least 1000")
     efs = [int(x) for x in args.ef.split(",") if x.strip()]
+    if args.trials < 5:
+        parser.error("--trials must be at least 5")
+    kinds = tuple(x.strip() for x in args.kinds.split(",")) if args.kinds else None
+    if kinds and not set(kinds) <= {"halfvec", "vector"}:
+        parser.error("--kinds takes halfvec and/or vector")
     quiet = args.json
 
     def log(msg: str) -> None:
@@ -364,19 +555,34 @@ def main(settings: Settings, argv: list[str]) -> int:
         efs=efs,
         duration_s=args.duration,
         log=log,
+        trials=args.trials,
+        kinds=kinds,  # type: ignore[arg-type]
     )
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, separators=(",", ":"), default=str))
         return 0
     print(f"{result['rows']} x {result['dims']}  ({result['data']})")
     print(
-        f"{'index':6} {'ef':>4} {'recall':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'qps1':>7} {'qps4':>7} {'qps8':>7} {'build_s':>8} {'MB':>7}"
+        f"{'index':6} {'type':7} {'ef':>4} {'recall':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'qps1':>7} {'qps4':>7} {'qps8':>7} {'build_s':>8} {'MB':>7}"
     )
     for c in result["configs"]:
         print(
-            f"{c['index']:6} {c['ef_search'] or '-':>4} {c['recall_at_10']:7.4f} {c['p50_ms']:7.2f} {c['p95_ms']:7.2f}"
+            f"{c['index']:6} {c['vector_type'] or '-':7} {c['ef_search'] or '-':>4} {c['recall_at_10']:7.4f} {c['p50_ms']:7.2f} {c['p95_ms']:7.2f}"
             f" {c['p99_ms']:7.2f} {c['qps_c1']:7.0f} {c['qps_c4']:7.0f} {c['qps_c8']:7.0f} {c['build_s']:8.2f} {c['index_mb']:7.1f}"
         )
+    for c in result["configs"]:
+        if c.get("p95_vs_raw") is not None:
+            print(
+                f"{c['vector_type']} ef {c['ef_search']}: raw p95 {c['raw_p95_ms']:.2f} ms, p95_vs_raw {c['p95_vs_raw']}"
+            )
+    for cell in result["filter_matrix"]["cells"]:
+        if cell.get("measured", True):
+            print(
+                f"matrix {cell['filter']:9} {cell['target_share']:>5}: rows {cell['matching_rows']:>7} route {cell['route']:5}"
+                f" recall {cell['recall_at_10']:.3f} min {cell['min_results']} p99 {cell['p99_ms']:.2f} ms"
+                f" ({cell['p99_vs_unfiltered']}x unfiltered)"
+            )
+    print(f"residency: {result['residency']}")
     for c in result["filtered"]["cases"]:
         print(
             f"filtered {c['case']:14} rows={c['user_rows']:<6} path={c['path']:5} recall={c['recall_at_10']:.4f} p95={c['p95_ms']:.2f} ms min_results={c['min_results']}"

@@ -3,8 +3,8 @@ sessions, and pub/sub invalidation. Build them from a client made by `make_redis
 import time.
 """
 
-from perflab.cache.breaker import CircuitBreaker
-from perflab.cache.client import make_redis
+from perflab.cache.breaker import CircuitBreaker, ShardBreakers
+from perflab.cache.client import ShardedCluster, check_not_cluster_node, make_redis
 from perflab.cache.embedding import EmbeddingCache
 from perflab.cache.errors import (
     CacheError,
@@ -36,9 +36,12 @@ __all__ = [
     "Session",
     "SessionNotFound",
     "SessionStore",
+    "ShardBreakers",
+    "ShardedCluster",
     "Subscription",
     "UserId",
     "canonical_filters",
+    "check_not_cluster_node",
     "make_redis",
     "normalize_query",
     "user_tag",

@@ -26,10 +26,11 @@ from typing import Any, TypeVar, cast
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from perflab.cache.breaker import CircuitBreaker
+from perflab.cache.breaker import CircuitBreaker, ShardBreakers
+from perflab.cache.client import NodeBatch, ShardedCluster, ShardOpen, node_batch
 from perflab.cache.errors import CacheError, CacheKeyError, CacheUnavailable
 from perflab.cache.keys import check_prefix, glob_escape, sibling
 from perflab.cache.serializer import CorruptValue, dumps, dumps_entry, loads, loads_entry
@@ -41,6 +42,8 @@ T = TypeVar("T")
 RedisClient = redis.Redis | RedisCluster
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+# redis-py's cluster errors about the slot map (e.g. a slot no node covers) are not RedisErrors.
+_FAILURES = (RedisError, RedisClusterException)
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 _POLL_FIRST = 0.002
@@ -87,14 +90,17 @@ class CacheManager:
         *,
         prefix: str,
         default_ttl: int,
-        breaker: CircuitBreaker | None = None,
+        breaker: CircuitBreaker | ShardBreakers | None = None,
     ) -> None:
         if default_ttl <= 0:
             raise CacheError(f"default_ttl must be > 0 seconds, got {default_ttl}")
         self.client = client
         self.prefix = check_prefix(prefix)
         self.default_ttl = default_ttl
-        self.breaker = breaker if breaker is not None else CircuitBreaker()
+        # On a ShardedCluster the breakers are per node, inside the client (see cache/client.py).
+        if breaker is None:
+            breaker = client.breakers if isinstance(client, ShardedCluster) else CircuitBreaker()
+        self.breaker = breaker
         self._p = prefix + ":"
         self._stats = StatsRecorder()
         if _decodes_responses(client):
@@ -135,7 +141,7 @@ class CacheManager:
         t0 = perf_counter_ns()
         try:
             result = fn(self.client)
-        except RedisError as exc:
+        except _FAILURES as exc:
             self._failed(op, exc, t0)
             if fail_open:
                 return default
@@ -151,8 +157,8 @@ class CacheManager:
         if corrupt:
             self._stats.corrupt(corrupt)
 
-    def _failed(self, op: str, exc: RedisError, t0: int) -> None:
-        self._stats.add(errors=1)
+    def _failed(self, op: str, exc: Exception, t0: int) -> None:
+        self._stats.add(errors=1, short_circuits=int(isinstance(exc, ShardOpen)))
         self._stats.observe(op + ".error", perf_counter_ns() - t0, 0, 0)
         if isinstance(exc, _UNAVAILABLE):
             self.breaker.record_failure()
@@ -175,7 +181,7 @@ class CacheManager:
         t0 = perf_counter_ns()
         try:
             data = self._get(self._p + key)
-        except RedisError as exc:
+        except _FAILURES as exc:
             self._failed("get", exc, t0)
             return None
         elapsed = perf_counter_ns() - t0
@@ -196,6 +202,13 @@ class CacheManager:
             self._stats.add(errors=1, short_circuits=1)
             return [None] * len(full)
         t0 = perf_counter_ns()
+        if isinstance(self.client, ShardedCluster):  # per node: a dead master costs only its keys
+            batch = node_batch(self.client, full, lambda pipe, keys: pipe.mget(keys))
+            self._count_batch("get_many", batch, t0)
+            values = batch.values
+            found = len(full) - values.count(None)
+            self._stats.observe("get_many", perf_counter_ns() - t0, found, len(full) - found)
+            return values
         try:
             values = self._mget(full)
         except RedisError as exc:
@@ -220,6 +233,23 @@ class CacheManager:
         if not mapping:
             return True
 
+        if isinstance(self.client, ShardedCluster):  # per node, as get_many_raw
+            t0 = perf_counter_ns()
+            full = [self._p + k for k in mapping]
+            data = list(mapping.values())
+            index = {k: i for i, k in enumerate(full)}
+
+            def queue(pipe: Any, keys: list[str]) -> None:
+                for k in keys:
+                    pipe.set(k, data[index[k]], px=px)
+
+            batch = node_batch(self.client, full, queue)
+            self._count_batch("set_many", batch, t0)
+            stored = sum(1 for v in batch.values if v)
+            self._stats.add(sets=stored)
+            self._stats.observe("set_many", perf_counter_ns() - t0, 0, 0)
+            return stored == len(full)
+
         def run(client: RedisClient) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for key, data in mapping.items():
@@ -231,6 +261,13 @@ class CacheManager:
             return False
         self._stats.add(sets=len(mapping))
         return True
+
+    def _count_batch(self, op: str, batch: NodeBatch, t0: int) -> None:
+        """Count a per-node batch's failures as the guard counts one call's."""
+        if batch.skipped:
+            self._stats.add(errors=batch.skipped, short_circuits=batch.skipped)
+        for exc in batch.errors:
+            self._failed(op, exc, t0)
 
     # -- values ------------------------------------------------------------------------------------
 
@@ -468,17 +505,30 @@ class CacheManager:
         self._stats.reset()
 
     def server_stats(self) -> dict[str, Any]:
-        """Server-wide figures from INFO: keyspace hit rate, memory, evictions. {"available": False} if down."""
-        info = self.call("info", lambda c: c.info(), None)
-        if not info:
-            return {"available": False}
-        if self._cluster:  # {node: info}: sum the counters, keep the first node's descriptive fields
-            info = _merge_node_info(info)
+        """Server-wide figures from INFO: keyspace hit rate, memory, evictions. {"available": False} if down.
+
+        On a cluster the counters are summed over the masters that answered (replicas hold copies, and
+        serve no reads here); `nodes` / `nodes_down` say how many that was, `redis_versions` lists them.
+        """
+        if isinstance(self.client, ShardedCluster):
+            nodes = [self._node_info(n) for n in self.client.get_primaries()]
+            infos = [i for i in nodes if i is not None]
+            if not infos:
+                return {"available": False}
+            info = _sum_info(infos)
+            extra: dict[str, Any] = {"nodes": len(infos), "nodes_down": len(nodes) - len(infos)}
+        else:
+            single: dict[str, Any] | None = self.call("info", lambda c: c.info(), None)
+            if not single:
+                return {"available": False}
+            info = single
+            extra = {"nodes": 1, "nodes_down": 0}
         hits = int(info.get("keyspace_hits", 0))
         misses = int(info.get("keyspace_misses", 0))
         return {
             "available": True,
             "redis_version": info.get("redis_version"),
+            "redis_versions": sorted(set(str(info.get("redis_version")).split(","))),
             "keyspace_hits": hits,
             "keyspace_misses": misses,
             "hit_rate": hits / (hits + misses) if hits + misses else None,
@@ -489,7 +539,15 @@ class CacheManager:
             "evicted_keys": int(info.get("evicted_keys", 0)),
             "expired_keys": int(info.get("expired_keys", 0)),
             "connected_clients": int(info.get("connected_clients", 0)),
+            **extra,
         }
+
+    def _node_info(self, node: Any) -> dict[str, Any] | None:
+        """One node's INFO (redis-py returns {name: info} or the info itself), None if it did not answer."""
+        reply = self.call("info", lambda c: c.info(target_nodes=node), None)
+        if isinstance(reply, dict) and node.name in reply and isinstance(reply[node.name], dict):
+            reply = reply[node.name]
+        return reply if isinstance(reply, dict) and reply else None
 
 
 def _decodes_responses(client: RedisClient) -> bool:
@@ -502,18 +560,16 @@ def _xfetch_due(delta: float, beta: float, expiry: float) -> bool:
     return time.time() - delta * beta * math.log(1.0 - random.random()) >= expiry
 
 
-def _merge_node_info(per_node: Mapping[str, Any]) -> dict[str, Any]:
-    nodes = [v for v in per_node.values() if isinstance(v, dict)]
-    if not nodes:
-        return dict(per_node)
+_SUMMED = ("keyspace_hits", "keyspace_misses", "used_memory", "maxmemory", "evicted_keys", "expired_keys",
+           "connected_clients")  # fmt: skip
+
+
+def _sum_info(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """One INFO for several masters: counters summed, versions and policies joined when they differ."""
     merged = dict(nodes[0])
-    for name in (
-        "keyspace_hits",
-        "keyspace_misses",
-        "used_memory",
-        "evicted_keys",
-        "expired_keys",
-        "connected_clients",
-    ):
+    for name in _SUMMED:
         merged[name] = sum(int(n.get(name, 0)) for n in nodes)
+    for name in ("redis_version", "maxmemory_policy"):
+        merged[name] = ",".join(sorted({str(n.get(name)) for n in nodes}))
+    merged["used_memory_human"] = f"{merged['used_memory'] / 2**20:.2f}M"
     return merged

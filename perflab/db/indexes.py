@@ -26,7 +26,7 @@ class IndexSpec:
         ) + sql.SQL(self.body)  # body is a constant of this module or a test
 
 
-# The seed's createOptimalIndexes, plus the btree the exact per-user vector path needs.
+# The seed's createOptimalIndexes, plus the covering btree vector search counts and reads filters with.
 SEED_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("idx_users_activity", "users", "(last_login_at DESC, created_at DESC)"),
     IndexSpec("idx_media_files_user_status", "media_files", "(user_id, status, uploaded_at DESC)"),
@@ -36,7 +36,11 @@ SEED_INDEXES: tuple[IndexSpec, ...] = (
         "(status, created_at DESC) WHERE status IN ('pending', 'processing')",
     ),
     IndexSpec("idx_search_history_user_created", "search_history", "(user_id, created_at DESC)"),
-    IndexSpec("idx_media_embeddings_user", "media_embeddings", "(user_id)"),
+    IndexSpec(
+        "idx_media_embeddings_filter",
+        "media_embeddings",
+        "(user_id, media_type, uploaded_at) INCLUDE (status) WHERE is_primary",
+    ),
 )
 
 
@@ -226,3 +230,31 @@ def index_report(
             )
         )
     return IndexReport(schema, unused, missing)
+
+
+# ---- size and residency of a table's indexes ---------------------------------------------------------
+
+
+def index_sizes(conn: psycopg.Connection[Any], table: str = "media_embeddings") -> dict[str, int]:
+    """Bytes on disk per index of `table` in the current schema."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_relation_size(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = to_regclass(%s)",
+        (table,),
+    ).fetchall()
+    return {str(name): int(size) for name, size in rows}
+
+
+def index_block_reads(
+    conn: psycopg.Connection[Any], table: str = "media_embeddings"
+) -> dict[str, tuple[int, int]]:
+    """(shared-buffer hits, reads from the OS) per index of `table` since the statistics were reset;
+    two readings around a phase give its buffer hit ratio. Other backends flush their counters when
+    they go idle (about once a second), so read a second or so after the phase."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    rows = conn.execute(
+        "SELECT indexrelname, idx_blks_hit, idx_blks_read FROM pg_statio_user_indexes"
+        " WHERE relid = to_regclass(%s)",
+        (table,),
+    ).fetchall()
+    return {str(name): (int(hit or 0), int(read or 0)) for name, hit, read in rows}

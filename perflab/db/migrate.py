@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from perflab.config import Settings
+from perflab.db.errors import DatabaseNotReady
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ def migrate(conn: psycopg.Connection[Any], settings: Settings) -> MigrationResul
     already: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        ensure_extension(conn)
+        _ensure_schema(conn, schema)
         conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -57,6 +58,57 @@ def migrate(conn: psycopg.Connection[Any], settings: Settings) -> MigrationResul
 
     configure(conn)
     return MigrationResult(schema, applied, already)
+
+
+def ensure_extension(conn: psycopg.Connection[Any], name: str = "vector") -> None:
+    """Create extension `name` in schema public unless it is there. A role that may not create it, or a
+    server that does not have it, is a DatabaseNotReady naming the database and the fix, not a traceback.
+    """
+    where = _where(conn)
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (name,)).fetchone():
+        return  # installed: nothing to create, so no privilege is needed
+    if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (name,)).fetchone():
+        raise DatabaseNotReady(
+            f"the {name} extension is not installed on the PostgreSQL server of database {where}: install "
+            f"it on the server (pgvector, e.g. the Debian package postgresql-<major>-pgvector), then a "
+            f"superuser runs: {_create_sql(conn, name)}"
+        )
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA public").format(sql.Identifier(name))
+            )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DatabaseNotReady(
+            f"role {conn.info.user} may not create the {name} extension in database {where}; "
+            f"a superuser must run once: {_create_sql(conn, name)}"
+        ) from exc
+
+
+def _ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
+        return
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        grant = sql.SQL("GRANT CREATE ON DATABASE {} TO {};").format(
+            sql.Identifier(conn.info.dbname), sql.Identifier(conn.info.user)
+        )
+        raise DatabaseNotReady(
+            f"role {conn.info.user} may not create schema {schema} in database {_where(conn)}; "
+            f"a superuser runs: {grant.as_string(conn)} (or creates the schema owned by the role)"
+        ) from exc
+
+
+def _where(conn: psycopg.Connection[Any]) -> str:
+    info = conn.info
+    host = info.host if info.host and not info.host.startswith("/") else "localhost"
+    return f"{info.dbname} on {host}:{info.port}"
+
+
+def _create_sql(conn: psycopg.Connection[Any], name: str) -> str:
+    return f"psql -d {conn.info.dbname} -c 'CREATE EXTENSION IF NOT EXISTS {name} SCHEMA public;'"
 
 
 def drop_schema(conn: psycopg.Connection[Any], schema: str) -> None:

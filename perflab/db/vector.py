@@ -1,27 +1,33 @@
-"""Per-user vector search over media_embeddings: exact for small libraries, HNSW for large ones.
+"""Per-user vector search over media_embeddings: exact for small filtered sets, HNSW for large ones.
 
-Two paths, chosen from the user's row count (a bounded count: at most `exact_threshold + 1` index
-entries are read; the decision is remembered per user for `path_ttl_s`):
+The path is chosen from the size of what the WHOLE filter keeps (user, status, media type, dates), not
+from the user's size: a large user with a narrow date window keeps a few dozen rows, and the exact
+answer over those is both right and faster than any graph walk. That size is a bounded count (at most
+`exact_threshold + 1` entries of the covering btree `idx_media_embeddings_filter`, index-only), and the
+decision is remembered per (user, filter values) for `path_ttl_s`.
 
-- exact: the user's rows through the btree on user_id, distances computed for those rows only, top k
-  sorted. Recall is 1.0 by construction, and for a small library it is as fast as the index (see the
-  sweep in `perflab bench vector`). The distances are computed in a MATERIALIZED CTE so the planner
-  cannot swap in the HNSW index.
-- hnsw: `ORDER BY embedding <=> q LIMIT k` with the user and the filters as conditions, so the planner
-  can use the HNSW index; `hnsw.ef_search` is set for this transaction only (set_config(..., true),
-  i.e. SET LOCAL) together with pgvector 0.8's iterative scan (relaxed order, re-sorted outside), so
-  the filters still leave k rows. If the scan gives up (hnsw.max_scan_tuples) with fewer than k, the
-  query is answered again by the exact path.
+- exact: the filtered rows through the btree, distances computed for those rows only, top k sorted.
+  Recall is 1.0 by construction. The distances are computed in a MATERIALIZED CTE so the planner cannot
+  swap in the HNSW index.
+- hnsw: the HNSW index with pgvector 0.8's iterative scan (relaxed order), so the filters still leave
+  rows; the scan is over-fetched to `ef` candidates (not k: relaxed order returns them only roughly
+  nearest first), which are then re-ranked by their exact full-precision distance and cut to k. The
+  index is a halfvec expression index by default (migration 0005: half the memory and I/O); the
+  re-rank uses the stored float32 vectors, so distances are exact either way. `hnsw.ef_search` is set
+  for this transaction only (set_config(..., true)). If the scan gives up (hnsw.max_scan_tuples) with
+  fewer than k, the query is answered again by the exact path.
 
 The user id is a condition of the statement that ranks, and the media join repeats it, so no path can
 return another user's media. The statements are prepared, but planned per execution
-(plan_cache_mode=force_custom_plan, set locally): a generic plan would pick one plan for libraries of
+(plan_cache_mode=force_custom_plan, set locally): a generic plan would pick one plan for filters of
 every size. BEGIN, the settings, the search and COMMIT go out in one pipeline flush (one round trip).
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import re
 import threading
 import time
 import uuid
@@ -36,16 +42,20 @@ import psycopg
 
 from perflab.db._validate import MEDIA_TYPES, STATUSES, as_uuid, as_vector, check_aware, check_choice
 from perflab.db.errors import InvalidInput
+from perflab.db.indexes import vector_indexes
 from perflab.db.pool import PoolOrConn, borrow
 
 SearchPath = Literal["auto", "exact", "hnsw"]
+IndexKind = Literal["halfvec", "vector"]
+Path = Literal["exact", "hnsw"]
 
-# Measured with `perflab bench vector --rows 100000` (README): at 2,000 rows the exact path is faster than
-# the index under a 2% filter and exact; at 4,000 the index wins. ef_search 200 with the schema's
-# ef_construction=128 gives recall@10 0.999 on clustered data for ~0.2 ms more than ef_search 100 (0.99).
+# Measured with `perflab bench vector --rows 100000` (README): below ~2,000 matching rows the exact path
+# is as fast as the index, and exact. ef_search 100 over-fetched and re-ranked gives recall@10 >= 0.99
+# on clustered data with the schema's ef_construction=128.
 EXACT_THRESHOLD = 2_000
-DEFAULT_EF_SEARCH = 200
+DEFAULT_EF_SEARCH = 100
 MAX_K = 1000
+MAX_EF = 1000
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,31 @@ class Hit:
     dominant_colors: Any
 
 
+@dataclass(frozen=True)
+class Route:
+    """How one search runs: the path, the rows the whole filter keeps (counted up to the exact
+    threshold + 1, so `matches > exact_threshold` means "more"), and the ef_search used."""
+
+    path: Path
+    matches: int
+    ef: int
+    selectivity: float  # the planner's estimate of the share of the table the filter keeps
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    """The HNSW index a search ranks with: its kind, and the halfvec dimension its expression casts to."""
+
+    kind: IndexKind
+    dim: int | None = None
+
+    def rank_sql(self) -> str:
+        """The ORDER BY expression that this index serves (it must match the index expression)."""
+        if self.kind == "halfvec":
+            return f"(embedding::halfvec({self.dim})) <=> %(q)s::halfvec({self.dim})"
+        return "embedding <=> %(q)s"
+
+
 _FILTER_SQL = {
     "media_type": "media_type = %(media_type)s",
     "status": "status = %(status)s",
@@ -114,20 +149,37 @@ _HIT_COLUMNS = (
 )
 
 # Per transaction only. force_custom_plan: these statements are prepared, and a generic plan would
-# guess one user size for all users (and could sort a large library instead of using the index).
+# guess one filter size for all (and could sort a large library instead of using the index).
 _SETTINGS = (
     "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
     " set_config('plan_cache_mode', 'force_custom_plan', true)"
 )
 
-_COUNT = "SELECT count(*) FROM (SELECT 1 FROM media_embeddings WHERE user_id = %s LIMIT %s) s"
+_HALFVEC_DIM = re.compile(r"halfvec\((\d+)\)")
+_WIDEN_BELOW = 0.1
+
+
+def _where(filters: tuple[str, ...]) -> str:
+    # The user is always a condition of the ranking statement, and again of the join.
+    return " AND ".join(["user_id = %(u)s", "is_primary", *(_FILTER_SQL[f] for f in filters)])
 
 
 @functools.lru_cache(maxsize=64)
-def _query(path: Literal["exact", "hnsw"], filters: tuple[str, ...]) -> str:
-    """The search statement for a path and a set of filter names (all values are parameters)."""
-    # The user is always a condition of the ranking statement, and again of the join.
-    where = " AND ".join(["user_id = %(u)s", "is_primary", *(_FILTER_SQL[f] for f in filters)])
+def _count_query(filters: tuple[str, ...]) -> str:
+    """How many rows the whole filter keeps, up to %(cap)s (an index-only scan of the filter btree)."""
+    return f"SELECT count(*) FROM (SELECT 1 FROM media_embeddings WHERE {_where(filters)} LIMIT %(cap)s) s"
+
+
+@functools.lru_cache(maxsize=64)
+def _estimate_query(filters: tuple[str, ...]) -> str:
+    """The planner's estimate of the same count, unbounded (statistics only, nothing is read)."""
+    return f"EXPLAIN (FORMAT JSON) SELECT 1 FROM media_embeddings WHERE {_where(filters)}"
+
+
+@functools.lru_cache(maxsize=128)
+def _query(path: Path, filters: tuple[str, ...], index: VectorIndex | None = None) -> str:
+    """The search statement for a path, a set of filter names and an index (all values are parameters)."""
+    where = _where(filters)
     if path == "exact":
         top = (
             "WITH mine AS MATERIALIZED ("
@@ -135,10 +187,13 @@ def _query(path: Literal["exact", "hnsw"], filters: tuple[str, ...]) -> str:
             " top AS (SELECT * FROM mine ORDER BY distance LIMIT %(k)s)"
         )
     else:
+        # %(n)s candidates from the iterative scan (roughly nearest first), re-ranked exactly, cut to k.
+        rank = (index or VectorIndex("vector")).rank_sql()
         top = (
-            "WITH top AS MATERIALIZED ("
+            "WITH cand AS MATERIALIZED ("
             f"SELECT media_file_id, embedding <=> %(q)s AS distance FROM media_embeddings WHERE {where}"
-            " ORDER BY distance LIMIT %(k)s)"
+            f" ORDER BY {rank} LIMIT %(n)s),"
+            " top AS (SELECT * FROM cand ORDER BY distance LIMIT %(k)s)"
         )
     return (
         f"{top} SELECT {_HIT_COLUMNS} FROM top JOIN media_files mf"
@@ -146,12 +201,23 @@ def _query(path: Literal["exact", "hnsw"], filters: tuple[str, ...]) -> str:
     )
 
 
+def ef_for_selectivity(ef: int, k: int, selectivity: float) -> int:
+    """ef_search for one query. A filter that keeps a share s of the table leaves the walk's candidate
+    list holding about s * ef matches; the iterative scan makes up the count, but judges each batch it
+    adds against that thin list. Below s = 10 % ef is widened by sqrt(0.1 / s), at most 4x, so that a
+    selective filter does not pay the unfiltered recall loss; at 10 % and above ef is used as given."""
+    s = min(max(selectivity, 1e-6), 1.0)
+    widened = math.ceil(ef * min(4.0, math.sqrt(_WIDEN_BELOW / s))) if s < _WIDEN_BELOW else ef
+    return min(max(widened, k), MAX_EF)
+
+
 class VectorSearch:
     """Search one user's media by embedding. Thread-safe: each call borrows its own connection.
 
-    The path decision (a bounded count of the user's rows) is remembered per user for `path_ttl_s`;
-    it only steers speed, so a library that just crossed the threshold may take the other path for
-    that long."""
+    The route (a bounded count of what the whole filter keeps) is remembered per (user, filter values)
+    for `path_ttl_s`; it only steers speed, since both paths return the k nearest of the filtered rows.
+    `index` picks the HNSW index to rank with ("halfvec" or "vector"); None takes the schema's, halfvec
+    first."""
 
     def __init__(
         self,
@@ -160,16 +226,23 @@ class VectorSearch:
         exact_threshold: int = EXACT_THRESHOLD,
         ef_search: int = DEFAULT_EF_SEARCH,
         dim: int | None = None,
+        index: IndexKind | None = None,
+        adaptive_ef: bool = True,
         path_ttl_s: float = 30.0,
         path_cache_size: int = 10_000,
     ) -> None:
+        if index not in (None, "halfvec", "vector"):
+            raise InvalidInput(f"index must be halfvec or vector, not {index!r}")
         self.pool = pool
         self.exact_threshold = exact_threshold
         self.ef_search = ef_search
         self.dim = dim
+        self.index_kind = index
+        self.adaptive_ef = adaptive_ef
         self.path_ttl_s = path_ttl_s
         self._path_cache_size = path_cache_size
-        self._paths: OrderedDict[uuid.UUID, tuple[float, Literal["exact", "hnsw"]]] = OrderedDict()
+        self._routes: OrderedDict[tuple[Any, ...], tuple[float, int, float]] = OrderedDict()
+        self._index: tuple[float, VectorIndex | None, float] | None = None  # (expiry, index, table rows)
         self._lock = threading.Lock()
 
     def search(
@@ -182,31 +255,59 @@ class VectorSearch:
         ef_search: int | None = None,
         path: SearchPath = "auto",
     ) -> list[Hit]:
-        """The user's k nearest media (cosine), nearest first. `path` forces a path (benchmarks)."""
+        """The user's k nearest media (cosine), nearest first. `path` forces a path (benchmarks);
+        an explicit `ef_search` is used as given, the default one is widened for selective filters."""
+        return self.search_routed(user_id, embedding, k, filters, ef_search=ef_search, path=path)[0]
+
+    def search_routed(
+        self,
+        user_id: uuid.UUID | str,
+        embedding: np.ndarray | Sequence[float],
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        *,
+        ef_search: int | None = None,
+        path: SearchPath = "auto",
+    ) -> tuple[list[Hit], Route]:
+        """`search`, and the route it took (the bench and tests report it)."""
         uid = as_uuid(user_id, "user_id")
         q = as_vector(embedding, self.dim)
         if not 1 <= k <= MAX_K:
             raise InvalidInput(f"k must be in 1..{MAX_K}, got {k}")
-        ef = self.ef_search if ef_search is None else ef_search
-        if not 1 <= ef <= 1000:
-            raise InvalidInput(f"ef_search must be in 1..1000, got {ef}")
+        if ef_search is not None and not 1 <= ef_search <= MAX_EF:
+            raise InvalidInput(f"ef_search must be in 1..{MAX_EF}, got {ef_search}")
         if path not in ("auto", "exact", "hnsw"):
             raise InvalidInput(f"path must be auto, exact or hnsw, not {path!r}")
         filters = filters or SearchFilters()
         filters.validate()
         fparams = filters.params()
-        params = {"u": uid, "q": q, "k": k, **fparams}
         names = tuple(sorted(fparams))
+        params: dict[str, Any] = {"u": uid, "q": q, "k": k, **fparams}
         with borrow(self.pool) as conn:
             try:
-                chosen = path if path != "auto" else self._path(conn, uid)
-                rows = self._run(conn, _query(chosen, names), params, max(ef, k))
+                index, rows_total = self._schema_index(conn)
+                matches, estimate = self._matches(conn, uid, names, params)
+                selectivity = min(estimate / max(rows_total, 1.0), 1.0)
+                chosen: Path
+                if path == "auto":
+                    chosen = "exact" if matches <= self.exact_threshold or index is None else "hnsw"
+                else:
+                    chosen = path
+                if ef_search is not None:
+                    ef = max(ef_search, k)
+                elif self.adaptive_ef:
+                    ef = ef_for_selectivity(self.ef_search, k, selectivity)
+                else:
+                    ef = max(self.ef_search, k)
+                params["n"] = ef
+                rows = self._run(conn, _query(chosen, names, index), params, ef)
                 if path == "auto" and chosen == "hnsw" and len(rows) < k:
                     # The iterative scan stopped at hnsw.max_scan_tuples: a very selective filter.
+                    chosen = "exact"
                     rows = self._run(conn, _query("exact", names), params, ef)
             except psycopg.errors.DataException as exc:
                 raise InvalidInput(f"rejected by the database: {exc.diag.message_primary}") from exc
-        return [Hit(*row) for row in rows]
+        return [Hit(*row) for row in rows], Route(chosen, matches, ef, round(selectivity, 6))
 
     @staticmethod
     def _run(
@@ -218,27 +319,82 @@ class VectorSearch:
             cur = conn.execute(query.encode(), params, prepare=True)
         return cur.fetchall()
 
-    def _path(self, conn: psycopg.Connection[Any], uid: uuid.UUID) -> Literal["exact", "hnsw"]:
+    def _schema_index(self, conn: psycopg.Connection[Any]) -> tuple[VectorIndex | None, float]:
+        """The HNSW index to rank with and the table's row estimate, looked up once per `path_ttl_s`."""
         now = time.monotonic()
         with self._lock:
-            hit = self._paths.get(uid)
-            if hit and hit[0] > now:
-                return hit[1]
-        with conn.pipeline(), conn.transaction():
-            cur = conn.execute(_COUNT, (uid, self.exact_threshold + 1), prepare=True)
-        row = cur.fetchone()
-        chosen: Literal["exact", "hnsw"] = "exact" if row and row[0] <= self.exact_threshold else "hnsw"
+            if self._index and self._index[0] > now:
+                return self._index[1], self._index[2]
+        found: dict[IndexKind, VectorIndex] = {}
+        for d in vector_indexes(conn):
+            if "halfvec_cosine_ops" in d.definition and (m := _HALFVEC_DIM.search(d.definition)):
+                found.setdefault("halfvec", VectorIndex("halfvec", int(m.group(1))))
+            elif "vector_cosine_ops" in d.definition and " hnsw " in d.definition:
+                found.setdefault("vector", VectorIndex("vector"))
+        if self.index_kind is not None:
+            if self.index_kind not in found:
+                raise InvalidInput(f"this schema has no {self.index_kind} HNSW index on media_embeddings")
+            index: VectorIndex | None = found[self.index_kind]
+        else:
+            index = found.get("halfvec") or found.get("vector")
+        row = conn.execute(
+            "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'media_embeddings'::regclass"
+        ).fetchone()
+        total = float(row[0]) if row else 0.0
         with self._lock:
-            self._paths[uid] = (now + self.path_ttl_s, chosen)
-            self._paths.move_to_end(uid)
-            while len(self._paths) > self._path_cache_size:
-                self._paths.popitem(last=False)
-        return chosen
+            self._index = (now + self.path_ttl_s, index, total)
+        return index, total
 
-    def path_for(self, user_id: uuid.UUID | str) -> Literal["exact", "hnsw"]:
-        """Which path `search` takes for this user (fresh count, and remembered)."""
-        uid = as_uuid(user_id, "user_id")
+    def _matches(
+        self, conn: psycopg.Connection[Any], uid: uuid.UUID, names: tuple[str, ...], params: dict[str, Any]
+    ) -> tuple[int, float]:
+        """(rows the filter keeps, counted up to the threshold + 1; the planner's unbounded estimate),
+        both in one round trip, remembered per (user, filter values)."""
+        key = (uid, *((n, params[n]) for n in names))
+        now = time.monotonic()
         with self._lock:
-            self._paths.pop(uid, None)
+            hit = self._routes.get(key)
+            if hit and hit[0] > now:
+                return hit[1], hit[2]
+        fparams = {n: params[n] for n in ("u", *names)}
+        with conn.pipeline(), conn.transaction():
+            counted = conn.execute(
+                _count_query(names).encode(), {**fparams, "cap": self.exact_threshold + 1}, prepare=True
+            )
+            planned = conn.execute(_estimate_query(names).encode(), fparams, prepare=True)
+        row, plan = counted.fetchone(), planned.fetchone()
+        matches = int(row[0]) if row else 0
+        estimate = float(plan[0][0]["Plan"]["Plan Rows"]) if plan else float(matches)
+        if matches <= self.exact_threshold:
+            estimate = float(matches)  # counted exactly
+        with self._lock:
+            self._routes[key] = (now + self.path_ttl_s, matches, estimate)
+            self._routes.move_to_end(key)
+            while len(self._routes) > self._path_cache_size:
+                self._routes.popitem(last=False)
+        return matches, max(estimate, float(matches))
+
+    def path_for(self, user_id: uuid.UUID | str, filters: SearchFilters | None = None) -> Path:
+        """Which path `search` takes for this user and filter (a fresh count, then remembered)."""
+        uid = as_uuid(user_id, "user_id")
+        filters = filters or SearchFilters()
+        filters.validate()
+        fparams = filters.params()
+        names = tuple(sorted(fparams))
+        key = (uid, *((n, fparams[n]) for n in names))
+        with self._lock:
+            self._routes.pop(key, None)
         with borrow(self.pool) as conn:
-            return self._path(conn, uid)
+            index, _ = self._schema_index(conn)
+            matches, _ = self._matches(conn, uid, names, {"u": uid, **fparams})
+        return "exact" if matches <= self.exact_threshold or index is None else "hnsw"
+
+
+def raw_knn_sql(index: IndexKind, dim: int) -> str:
+    """The plain pgvector statement a hand-written loop would send (the bench's baseline): ids only,
+    the user and status as conditions, ORDER BY the index's expression, LIMIT k; no re-rank, no join."""
+    rank = VectorIndex(index, dim if index == "halfvec" else None).rank_sql()
+    return (
+        "SELECT media_file_id FROM media_embeddings WHERE user_id = %(u)s AND is_primary"
+        f" AND status = 'completed' ORDER BY {rank} LIMIT %(k)s"
+    )

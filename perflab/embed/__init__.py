@@ -6,6 +6,7 @@ from perflab.embed.factory import make_embedder
 from perflab.embed.hashing import HashingEmbedder
 from perflab.embed.latency import LatencyEmbedder
 from perflab.embed.minilm import MiniLMEmbedder, minilm_available
+from perflab.embed.onnx import ModelNotExported, OnnxMiniLMEmbedder, onnx_available
 from perflab.embed.openai_http import OpenAIEmbedder
 
 __all__ = [
@@ -16,7 +17,10 @@ __all__ = [
     "InvalidText",
     "LatencyEmbedder",
     "MiniLMEmbedder",
+    "ModelNotExported",
+    "OnnxMiniLMEmbedder",
     "OpenAIEmbedder",
     "make_embedder",
     "minilm_available",
+    "onnx_available",
 ]

@@ -1,4 +1,4 @@
-"""Choose the embedder from settings: `auto` | `minilm` | `hashing` | `openai`."""
+"""Choose the embedder from settings: `auto` | `minilm-onnx-int8` | `minilm-onnx` | `minilm` | `hashing` | `openai`."""
 
 from __future__ import annotations
 
@@ -7,26 +7,43 @@ from perflab.embed.base import Embedder
 from perflab.embed.hashing import HashingEmbedder
 from perflab.embed.minilm import DIM as MINILM_DIM
 from perflab.embed.minilm import MiniLMEmbedder, minilm_available
+from perflab.embed.onnx import OnnxMiniLMEmbedder, models_dir, onnx_available
 from perflab.embed.openai_http import OpenAIEmbedder
 from perflab.errors import ConfigError
 
-CHOICES = ("auto", "minilm", "hashing", "openai")
+CHOICES = ("auto", "minilm-onnx-int8", "minilm-onnx", "minilm", "hashing", "openai")
+
+
+def resolve_choice(settings: Settings) -> str:
+    """The concrete embedder `settings.embedder` names. `auto` is MiniLM on ONNX int8 when onnxruntime
+    is installed and the model is exported (or exportable here), else torch MiniLM when the ml extra
+    is installed, else hashing; MiniLM only for a 384-d column."""
+    choice = settings.embedder.strip().lower()
+    if choice != "auto":
+        return choice
+    if settings.embedding_dim != MINILM_DIM:
+        return "hashing"
+    if onnx_available(settings.home):
+        return "minilm-onnx-int8"
+    return "minilm" if minilm_available() else "hashing"
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    """Build (but do not load) the configured embedder; its dimension must match the vector column.
-
-    `auto` is MiniLM when the ml extra is installed and the column is 384-d, else hashing.
-    """
-    choice = settings.embedder.strip().lower()
+    """Build (but do not load) the configured embedder; its dimension must match the vector column."""
+    choice = resolve_choice(settings)
     dim = settings.embedding_dim
-    if choice == "auto":
-        choice = "minilm" if minilm_available() and dim == MINILM_DIM else "hashing"
+    if choice in ("minilm", "minilm-onnx", "minilm-onnx-int8") and dim != MINILM_DIM:
+        raise ConfigError(f"MiniLM makes {MINILM_DIM}-d vectors but PERFLAB_EMBEDDING_DIM is {dim}")
+    if choice in ("minilm-onnx", "minilm-onnx-int8"):
+        if not onnx_available(settings.home):
+            raise ConfigError(
+                f"PERFLAB_EMBEDDER={choice} needs onnxruntime and tokenizers, and the model exported under "
+                f"{models_dir(settings.home)} (`perflab embed export`, which needs the ml extra)"
+            )
+        return OnnxMiniLMEmbedder(models_dir(settings.home), quantized=choice == "minilm-onnx-int8")
     if choice == "minilm":
         if not minilm_available():
             raise ConfigError("PERFLAB_EMBEDDER=minilm needs the ml extra (pip install -e '.[ml]')")
-        if dim != MINILM_DIM:
-            raise ConfigError(f"MiniLM makes {MINILM_DIM}-d vectors but PERFLAB_EMBEDDING_DIM is {dim}")
         return MiniLMEmbedder()
     if choice == "hashing":
         return HashingEmbedder(dim)

@@ -14,7 +14,7 @@ from pathlib import Path
 from perflab.config import Settings, project_root
 from perflab.errors import PerflabError
 from perflab.lab.loadtest import run_locust
-from perflab.lab.report import run_report
+from perflab.lab.report import parse_overrides, run_report
 
 
 def report(settings: Settings, argv: list[str]) -> int:
@@ -24,6 +24,10 @@ def report(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--slo", type=Path, help="SLO file (default notebooks/slo.toml)")
     parser.add_argument("--reports", type=Path, help="reports folder (default reports/)")
     parser.add_argument("--run-id", help="folder name under reports/ (default: UTC time + profile)")
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="override a parameter of every selected notebook (use with --only); recorded in the manifest",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     result = run_report(
         settings,
@@ -32,6 +36,7 @@ def report(settings: Settings, argv: list[str]) -> int:
         slo_file=args.slo,
         reports_dir=args.reports,
         run_id=args.run_id,
+        overrides=parse_overrides(args.param),
     )
     failed = [v for v in result.verdicts if v.status in ("fail", "missing")]
     for v in result.verdicts:
@@ -130,5 +135,7 @@ def loadtest(settings: Settings, argv: list[str]) -> int:
         f"rps {result.summary.get('rps', 0):.1f}, p50 {total.get('p50_ms')} ms, p95 {total.get('p95_ms')} ms "
         f"(HDR); breaches: {result.summary.get('breaches') or 'none'}"
     )
+    for scenario, row in result.summary.get("scenarios", {}).items():
+        print(f"  {scenario:<18} {row['users']:>4} users {row['requests']:>8} requests")
     print(f"loadtest: {out}/ (locust.html, locust_stats*.csv, locust_summary.json)")
     return result.exit_code

@@ -23,6 +23,7 @@ from perflab.embed import Embedder, make_embedder
 from perflab.errors import PerflabError
 from perflab.net import free_port, http_ok, wait_until
 from perflab.servers import endpoints
+from perflab.servers.lifetime import die_with_parent, owned_env
 
 
 class SignInFailed(PerflabError, RuntimeError):
@@ -93,10 +94,11 @@ class ServiceProcess:
                    "--workers", str(self.workers)]  # fmt: skip
         proc = self.proc = subprocess.Popen(
             command,
-            env=self.env,
+            env=owned_env(self.env),  # serve and its workers die with their parent (issue 14.10)
             stdout=out,
             stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         health = self.url + "/health"
         if wait_until(

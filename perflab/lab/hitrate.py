@@ -9,6 +9,7 @@ allkeys-lru, so eviction is Redis's own), and a warmed start against a cold one.
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from perflab.config import Settings
 from perflab.db.vocabulary import QueryVocabulary, ZipfQuerySampler
 from perflab.embed import Embedder
 from perflab.servers import RedisServer, endpoints
+from perflab.servers.lifetime import scratch_dir
 from perflab.servers.ports import free_port
 
 Stream = list[tuple[str, str]]
@@ -125,13 +127,15 @@ def scratch_cache(
 
 @contextmanager
 def private_redis(folder: Path, maxmemory: str) -> Iterator[RedisServer]:
-    """A Redis of our own with `maxmemory` and allkeys-lru: eviction under memory pressure is real."""
-    server = RedisServer(folder / f"redis-{maxmemory}", free_port(), maxmemory=maxmemory)
-    server.start()
+    """A Redis of our own with `maxmemory` and allkeys-lru: eviction under memory pressure is real.
+    It is a child that dies with this process, and its files (the AOF: ~100 MB) go when it stops."""
+    server = RedisServer(folder / f"redis-{maxmemory}", free_port(), maxmemory=maxmemory, daemonize=False)
     try:
+        server.start()
         yield server
     finally:
         server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def ttl_sweep(
@@ -155,8 +159,13 @@ def skew_sweep(settings: Settings, n: int, skews: list[float], *, users: int, se
 
 
 def capacity_sweep(
-    settings: Settings, stream: Stream, capacities: list[str], folder: Path
+    settings: Settings, stream: Stream, capacities: list[str], folder: Path | None = None
 ) -> list[HitRateRun]:
+    """One private Redis per capacity, under `folder` or a temp folder removed afterwards (also on
+    failure and Ctrl-C)."""
+    if folder is None:
+        with scratch_dir("perflab-hitrate-") as tmp:
+            return capacity_sweep(settings, stream, capacities, tmp)
     out = []
     for cap in capacities:
         with private_redis(folder, cap) as server, scratch_cache(settings, redis_url=server.url) as cache:

@@ -33,6 +33,23 @@ def _locustfiles(steps: str | None) -> str:
     return ",".join(str(f) for f in files)
 
 
+# The closed-model scenarios: Uploader and SessionChurn run one user each (`fixed_count`), searchers the rest.
+CLOSED_SCENARIOS = ("Searcher", "Uploader", "SessionChurn")
+
+
+def check_users(users: int, steps: str | None, open_rate: float) -> None:
+    """Every scenario with a weight runs at least one user, so every level needs one user per scenario."""
+    if open_rate > 0:
+        return
+    levels = [int(x) for x in steps.split(",") if x.strip()] if steps else [users]
+    need = len(CLOSED_SCENARIOS)
+    if min(levels) < need:
+        raise PerflabError(
+            f"a load test needs at least {need} users at every level, one per scenario "
+            f"({', '.join(CLOSED_SCENARIOS)}); got {min(levels)}"
+        )
+
+
 def run_locust(
     host: str,
     out: Path,
@@ -49,6 +66,7 @@ def run_locust(
     seed: int = 42,
     timeout: float | None = None,
 ) -> LoadtestResult:
+    check_users(users, steps, open_rate)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "locust_summary.json"
     env = {

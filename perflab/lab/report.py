@@ -13,6 +13,7 @@ figure from a noisy notebook is judged "inconclusive" (perflab.lab.slo).
 
 from __future__ import annotations
 
+import ast
 import html
 import json
 import os
@@ -28,6 +29,7 @@ from perflab.errors import ConfigError
 from perflab.lab import calibrate, slo
 from perflab.lab.cpu import ProcessTree, Source, server_sources
 from perflab.lab.figures import FIGURES_ENV, gather
+from perflab.lab.history import write_history
 from perflab.lab.phase import Phase
 from perflab.lab.provenance import collect
 
@@ -85,6 +87,97 @@ def parameters_for(profile: dict[str, dict[str, Any]], notebook: str) -> dict[st
     return params
 
 
+def declared_parameters(notebook: Path) -> dict[str, Any]:
+    """The notebook's parameters cell (the cell tagged `parameters`): each name and its default. The
+    defaults are literals, so their types are what a profile or an override must match."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ConfigError(f"{notebook.name} has no cell tagged 'parameters'")
+    declared: dict[str, Any] = {}
+    for stmt in ast.parse(cells[0].source).body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            try:
+                declared[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{notebook.name}: parameter {stmt.targets[0].id} is not a literal"
+                ) from exc
+    return declared
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Does `value` have the type of `default`? An int is a float; a list's items match its first."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, list):
+        return isinstance(value, list) and (not default or all(_fits(v, default[0]) for v in value))
+    return isinstance(value, type(default))
+
+
+def check_parameters(notebook: str, params: dict[str, Any], declared: dict[str, Any], source: str) -> None:
+    """Every parameter must be one the notebook declares, of its default's type; papermill itself would
+    only warn, and a typo would be recorded as a real parameter."""
+    known = ", ".join(sorted(declared))
+    for name, value in params.items():
+        if name not in declared:
+            raise ConfigError(f"{source}: {notebook} has no parameter {name!r}; known parameters: {known}")
+        if not _fits(value, declared[name]):
+            raise ConfigError(
+                f"{source}: {notebook} parameter {name!r} is {_type_name(value)} {value!r}, expected "
+                f"{_type_name(declared[name])} like its default {declared[name]!r}; known parameters: {known}"
+            )
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`-p name=value` pairs; a value is read as TOML (200, 0.5, true, [1, 2], "text") or else as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ConfigError(f"-p {pair!r}: expected name=value")
+        try:
+            out[name.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[name.strip()] = raw
+    return out
+
+
+def plan_parameters(
+    notebooks_dir: Path,
+    names: list[str],
+    prof: dict[str, dict[str, Any]],
+    profile: str,
+    overrides: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Each selected notebook's parameters (profile, then overrides), all checked before any kernel
+    starts. A profile section must name a notebook (or be `all`)."""
+    every = sorted(p.stem for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    for section in prof:
+        if section != "all" and section not in every:
+            raise ConfigError(
+                f"profile {profile}: section [{section}] names no notebook; notebooks: {', '.join(every)}"
+            )
+    planned: dict[str, dict[str, Any]] = {}
+    for name in names:
+        declared = declared_parameters(notebooks_dir / f"{name}.ipynb")
+        params = parameters_for(prof, name)
+        check_parameters(name, params, declared, f"profile {profile}")
+        given = {k: str(v) if isinstance(declared.get(k), str) and not isinstance(v, str) else v
+                 for k, v in overrides.items()}  # fmt: skip
+        check_parameters(name, given, declared, "-p")
+        planned[name] = params | given
+    return planned
+
+
 def _render_html(executed: Path, target: Path) -> None:
     import nbformat
     from nbconvert import HTMLExporter
@@ -103,6 +196,7 @@ def run_report(
     only: list[str] | None = None,
     slo_file: Path | None = None,
     run_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
     log: Any = print,
 ) -> RunResult:
     import papermill
@@ -113,10 +207,17 @@ def run_report(
     slo_file = slo_file or notebooks_dir / "slo.toml"
     prof = load_profile(notebooks_dir, profile)
     objectives = slo.load(slo_file)
+    names = sorted(p.stem for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        names = [n for n in names if any(n.startswith(o) for o in only)]
+        if not names:
+            raise ConfigError(f"--only {' '.join(only)} selects no notebook in {notebooks_dir}")
+    planned = plan_parameters(notebooks_dir, names, prof, profile, overrides or {})
     run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{profile}"
     folder = reports_dir / run_id
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"run_id": run_id, "profile": profile, "provenance": collect(settings)}
+    manifest["overrides"] = overrides or {}
     manifest["parameters"] = {}
     manifest["noise"] = {}
     log("calibration probe (start)")
@@ -124,11 +225,8 @@ def run_report(
     sources: dict[str, Source] = {"lab": ProcessTree(os.getpid()), **server_sources(settings)}
     noisy_figures: set[str] = set()
     result = RunResult(run_id, folder)
-    names = sorted(p.stem for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        names = [n for n in names if any(n.startswith(o) for o in only)]
     for name in names:
-        params = parameters_for(prof, name) | {"run_dir": str(folder), "profile": profile}
+        params = planned[name] | {"run_dir": str(folder), "profile": profile}
         manifest["parameters"][name] = params
         executed = folder / f"{name}.ipynb"
         os.environ[FIGURES_ENV] = str(folder / "figures" / f"{name}.json")
@@ -169,6 +267,7 @@ def run_report(
     (folder / "slo.json").write_text(json.dumps(slo.as_rows(result.verdicts), indent=1))
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     write_index(reports_dir)
+    write_history(reports_dir)
     return result
 
 

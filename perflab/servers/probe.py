@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perflab.config import redact_url
+from perflab.config import is_cluster_url, redact_url
 from perflab.errors import ServiceUnavailable
 
 
@@ -18,6 +18,11 @@ class ServerStatus:
 
 def probe_redis(url: str, timeout: float = 2.0) -> ServerStatus:
     import redis
+
+    if is_cluster_url(url):
+        from perflab.servers.redis_cluster import probe_cluster
+
+        return probe_cluster(url, timeout)
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -42,8 +47,8 @@ def probe_postgres(url: str, timeout: float = 5.0) -> ServerStatus:
         with psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             row = conn.execute(
-                "SELECT coalesce((SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
-                " (SELECT default_version FROM pg_available_extensions WHERE name = 'vector'))"
+                "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
+                " (SELECT default_version FROM pg_available_extensions WHERE name = 'vector')"
             ).fetchone()
     except (psycopg.Error, OSError) as exc:
         raise ServiceUnavailable(
@@ -52,8 +57,20 @@ def probe_postgres(url: str, timeout: float = 5.0) -> ServerStatus:
             _short(exc),
             "check PERFLAB_DATABASE_URL, or unset both URLs and run `perflab up`",
         ) from exc
-    pgvector = row[0] if row and row[0] else "not available"
-    return ServerStatus("postgres", redact_url(url), str(version), {"pgvector": str(pgvector)})
+    installed, available = (str(v or "") for v in (row or (None, None)))
+    return ServerStatus("postgres", redact_url(url), str(version), pgvector_detail(installed, available))
+
+
+def pgvector_detail(installed: str, available: str) -> dict[str, str]:
+    """pgvector in the database (an extension is per database): installed with its version, or only
+    available on the server (a superuser must CREATE EXTENSION), or not on the server at all."""
+    if installed:
+        shown = installed
+    elif available:
+        shown = f"available {available}, not installed"
+    else:
+        shown = "not available"
+    return {"pgvector": shown, "pgvector_installed": installed, "pgvector_available": available}
 
 
 def _short(exc: BaseException) -> str:

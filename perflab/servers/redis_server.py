@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from perflab.errors import ServiceUnavailable
 from perflab.net import port_open, wait_until
+from perflab.servers.lifetime import die_with_parent, owned_env
 
 
 def redis_binary() -> Path:
@@ -37,6 +38,11 @@ class RedisServer:
     # The seed's production settings: an append-only file fsynced every second, so sessions survive a
     # Redis restart (caches would not need it; sessions do).
     appendonly: bool = True
+    # False for a private server of one run: a child that dies with this process (PR_SET_PDEATHSIG),
+    # not a daemon that outlives it. The shared embedded servers daemonize.
+    daemonize: bool = True
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
+    extra_args: tuple[str, ...] = ()  # e.g. the cluster options of an EmbeddedCluster node
 
     @property
     def url(self) -> str:
@@ -47,6 +53,8 @@ class RedisServer:
         return self.directory / "redis.pid"
 
     def pid(self) -> int | None:
+        if self._proc is not None and self._proc.poll() is not None:
+            return None  # our child exited (and is reaped): no zombie counted as running
         try:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
@@ -70,7 +78,7 @@ class RedisServer:
             str(redis_binary()),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
-            "--daemonize", "yes",
+            "--daemonize", "yes" if self.daemonize else "no",
             "--dir", str(self.directory),
             "--pidfile", str(self.pidfile),
             "--logfile", str(self.directory / "redis.log"),
@@ -80,8 +88,17 @@ class RedisServer:
             "--maxmemory", self.maxmemory,
             "--maxmemory-policy", "allkeys-lru",
             "--maxclients", "10000",
+            *self.extra_args,
         ]  # fmt: skip
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        if self.daemonize:
+            subprocess.run(
+                args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout
+            )
+        else:
+            self._proc = subprocess.Popen(
+                args, env=owned_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),
+            )  # fmt: skip
         if wait_until(self.is_running, timeout=timeout, interval=0.02):
             return
         log = (self.directory / "redis.log").read_text(errors="replace")[-500:]
@@ -97,3 +114,5 @@ class RedisServer:
         ):
             return
         os.kill(pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(timeout)

@@ -2,7 +2,9 @@
 
 Embedded mode keeps a small JSON file under `home` recording each server's port; a file lock makes
 "start if not running" atomic across processes, so tests, notebooks, API workers and Locust workers
-started together all end up on the same two servers.
+started together all end up on the same two servers. With `redis_cluster` set (PERFLAB_REDIS_CLUSTER=1
+or `perflab up --redis-cluster`) the Redis is the embedded cluster instead, under `home/redis-cluster`,
+started and shared the same way; `perflab down` stops whichever is running.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from filelock import FileLock
 from perflab.config import Settings
 from perflab.net import free_port
 from perflab.servers.postgres_server import PostgresServer
+from perflab.servers.redis_cluster import EmbeddedCluster
 from perflab.servers.redis_server import RedisServer
 
 _STATE = "services.json"
@@ -51,6 +54,11 @@ def _servers(home: Path, state: dict[str, int]) -> tuple[RedisServer, PostgresSe
     )
 
 
+def embedded_cluster(settings: Settings) -> EmbeddedCluster:
+    """The embedded cluster's object (running or not), for status and fault-injection."""
+    return EmbeddedCluster(settings.home / "redis-cluster")
+
+
 def endpoints(settings: Settings, *, start: bool = True) -> Endpoints:
     """The servers to use: staging's URLs when set, else the shared embedded ones (started if needed)."""
     if not settings.embedded:
@@ -59,21 +67,25 @@ def endpoints(settings: Settings, *, start: bool = True) -> Endpoints:
     home = settings.home
     state = _read_state(home)
     redis, pg = _servers(home, state)
-    if state and redis.is_running() and pg.is_running():
-        return Endpoints(redis.url, pg.url, embedded=True)
-    if not start:
-        return Endpoints(redis.url, pg.url, embedded=True)
+    cluster = embedded_cluster(settings) if settings.redis_cluster else None
+    redis_ok = cluster.is_running() if cluster else redis.is_running()
+    if (state and redis_ok and pg.is_running()) or not start:
+        return Endpoints(cluster.url if cluster else redis.url, pg.url, embedded=True)
     with _lock(home):
         state = _read_state(home)
         redis, pg = _servers(home, state)
-        if not redis.is_running():
+        if cluster is not None:
+            cluster = embedded_cluster(settings)  # re-read under the lock: another process may have made it
+            cluster.start()
+        elif not redis.is_running():
             redis.port = free_port(redis.port or None)
             redis.start()
         if not pg.is_running():
             pg.port = free_port(pg.port or None)
             pg.start()
-        (home / _STATE).write_text(json.dumps({"redis_port": redis.port, "postgres_port": pg.port}))
-    return Endpoints(redis.url, pg.url, embedded=True)
+        state.update(postgres_port=pg.port, **({"redis_port": redis.port} if redis.port else {}))
+        (home / _STATE).write_text(json.dumps(state))
+    return Endpoints(cluster.url if cluster else redis.url, pg.url, embedded=True)
 
 
 def shutdown(settings: Settings) -> list[str]:
@@ -89,6 +101,8 @@ def shutdown(settings: Settings) -> list[str]:
         if pg.port and pg.pid() is not None:
             pg.stop()
             stopped.append("postgres")
+        if embedded_cluster(settings).stop():
+            stopped.append("redis cluster")
     return stopped
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
+from redis.cluster import RedisCluster
 
 from perflab.cache import (
     CacheManager,
@@ -19,6 +20,7 @@ from perflab.cache import (
     Invalidator,
     SearchCache,
     SessionStore,
+    check_not_cluster_node,
     make_redis,
 )
 from perflab.cdn import UrlSigner
@@ -42,7 +44,7 @@ _log = logging.getLogger(__name__)
 @dataclass
 class ServiceContext:
     settings: Settings
-    redis: redis.Redis
+    redis: redis.Redis | RedisCluster
     cache: CacheManager
     pool: ConnectionPool
     queries: QueryOptimizer
@@ -63,6 +65,7 @@ class ServiceContext:
     def build(cls, settings: Settings, *, embedder: Embedder | None = None) -> ServiceContext:
         ep = endpoints(settings)
         client = make_redis(settings, ep.redis_url)
+        check_not_cluster_node(client, ep.redis_url)
         cache = CacheManager(client, prefix=settings.key_prefix, default_ttl=settings.cache_ttl_s)
         pool = make_pool(settings, ep.database_url, open=False, name="perflab-service")
         pool.open(wait=False)

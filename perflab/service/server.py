@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ def serve(settings: Settings, argv: list[str]) -> int:
     from perflab.servers import endpoints
 
     ep = endpoints(settings)  # start the embedded servers once, before the workers race to
+    _refuse_cluster_node(settings, ep.redis_url)
     with connect(settings, ep.database_url) as conn:
         migrate(conn, settings)
     prom = Path(tempfile.mkdtemp(prefix="perflab-prom-"))
@@ -42,21 +44,35 @@ def serve(settings: Settings, argv: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.workers))))
     print(f"perflab serve: http://{args.host}:{args.port} ({args.workers} workers) starting", flush=True)
     threading.Thread(target=_report_ready, args=(prom, args.workers), daemon=True).start()
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        # Named, not "auto": a missing uvloop/httptools (uvicorn[standard]) fails here rather than
-        # quietly doubling the CPU each request costs in the asyncio/h11 fallbacks.
-        loop="uvloop",
-        http="httptools",
-    )
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            # Named, not "auto": a missing uvloop/httptools (uvicorn[standard]) fails here rather than
+            # quietly doubling the CPU each request costs in the asyncio/h11 fallbacks.
+            loop="uvloop",
+            http="httptools",
+        )
+    finally:  # issue 14.10: the run's metrics folder goes with it (also on SIGTERM, which uvicorn handles)
+        shutil.rmtree(prom, ignore_errors=True)
     return 0
+
+
+def _refuse_cluster_node(settings: Settings, url: str) -> None:
+    """A plain URL at a cluster node: a one-line error now, not MOVED losses in every worker later."""
+    from perflab.cache import check_not_cluster_node, make_redis
+
+    client = make_redis(settings, url)
+    try:
+        check_not_cluster_node(client, url)
+    finally:
+        client.close()
 
 
 def _report_ready(prom: Path, workers: int) -> None:

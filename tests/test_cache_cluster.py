@@ -1,0 +1,227 @@
+"""Redis Cluster specifics: the URL, refusing a plain URL at a cluster node, INFO summed over nodes,
+and per-shard fail-open on a private cluster whose masters we pause and kill."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import raw_redis
+
+from perflab.cache import (
+    CacheManager,
+    CacheUnavailable,
+    Invalidator,
+    SessionStore,
+    ShardBreakers,
+    ShardedCluster,
+    check_not_cluster_node,
+    make_redis,
+)
+from perflab.cache.keys import user_tag
+from perflab.config import Settings, parse_cluster_url, redact_url
+from perflab.errors import ConfigError
+from perflab.servers import Endpoints
+from perflab.servers.redis_cluster import EmbeddedCluster
+
+WAIT_S = 30.0  # bound for a failover or a message; normally well under it
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+def test_a_cluster_url_names_seed_nodes_and_hides_its_password() -> None:
+    url = "rediss+cluster://app:s3cr%40t@10.0.0.1:7000,10.0.0.2:7001/"
+    parsed = parse_cluster_url(url)
+    assert parsed.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    assert parsed.ssl and parsed.username == "app" and parsed.password == "s3cr@t"
+    assert "s3cr" not in redact_url(url) and "app:***@" in redact_url(url)
+    s = Settings.from_env({"PERFLAB_REDIS_URL": url, "PERFLAB_DATABASE_URL": "postgresql://h/db"})
+    assert s.redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster://u:hunter2@h1:7000,h2/", "seed node 'h2' must be host:port"),
+        ("redis+cluster://u:hunter2@h1:7000/3", "only database 0"),
+        ("redis+cluster://u:hunter2@h1:99999/", "must be host:port"),
+    ],
+)
+def test_a_bad_cluster_url_is_a_config_error_without_the_password(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        Settings.from_env({"PERFLAB_REDIS_URL": url, "PERFLAB_DATABASE_URL": "postgresql://h/db"})
+    assert "hunter2" not in str(err.value)
+
+
+def test_redis_cluster_setting_is_a_boolean() -> None:
+    assert Settings.from_env({"PERFLAB_REDIS_CLUSTER": "1"}).redis_cluster is True
+    assert Settings.from_env({"PERFLAB_REDIS_CLUSTER": "no"}).redis_cluster is False
+    with pytest.raises(ConfigError, match="redis_cluster"):
+        Settings.from_env({"PERFLAB_REDIS_CLUSTER": "maybe"})
+
+
+def test_make_redis_gives_a_cluster_client_with_bounded_timeouts_and_no_retries(
+    settings: Settings, cluster_servers: Endpoints
+) -> None:
+    client = make_redis(settings, cluster_servers.redis_url)
+    assert isinstance(client, ShardedCluster)
+    assert client.retry.get_retries() == 0
+    node = client.get_primaries()[0]
+    kwargs = client.get_redis_connection(node).connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == settings.redis_socket_timeout
+    assert kwargs["socket_connect_timeout"] == settings.redis_connect_timeout
+    assert isinstance(client.get_redis_connection(node).connection_pool, redis.BlockingConnectionPool)
+    client.close()
+
+
+def test_a_plain_url_at_a_cluster_node_is_refused_with_the_fix(
+    settings: Settings, cluster_servers: Endpoints, servers: Endpoints
+) -> None:
+    host, port = parse_cluster_url(cluster_servers.redis_url).nodes[0]
+    plain = f"redis://:pw@{host}:{port}/0"
+    client = make_redis(settings, plain)
+    with pytest.raises(ConfigError, match=r"is a Redis Cluster node .*=redis\+cluster://") as err:
+        check_not_cluster_node(client, plain)
+    assert "\n" not in str(err.value) and ":pw@" not in str(err.value)
+    client.close()
+    single = make_redis(settings, servers.redis_url)
+    check_not_cluster_node(single, servers.redis_url)  # a single server passes
+    single.close()
+
+
+# -- INFO over the nodes -----------------------------------------------------------------------------
+
+
+def test_server_stats_sum_the_masters(settings: Settings, cluster_servers: Endpoints) -> None:
+    client = make_redis(settings, cluster_servers.redis_url)
+    manager = CacheManager(client, prefix=settings.key_prefix, default_ttl=60)
+    raw = raw_redis(cluster_servers.redis_url)
+    try:
+        for i in range(30):  # hits on every master
+            manager.set(f"k{i}", i)
+            manager.get(f"k{i}")
+
+        def per_node(field: str) -> int:
+            return sum(int(raw.info(target_nodes=n)[field]) for n in raw.get_primaries())
+
+        before = per_node("keyspace_hits")
+        info = manager.server_stats()
+        after = per_node("keyspace_hits")
+        assert info["available"] and info["nodes"] == 3 and info["nodes_down"] == 0
+        assert before <= info["keyspace_hits"] <= after
+        assert (
+            info["used_memory"]
+            > max(int(raw.info(target_nodes=n)["used_memory"]) for n in raw.get_primaries()) / 2
+        )
+        assert info["redis_versions"] and all(v[0].isdigit() for v in info["redis_versions"])
+    finally:
+        manager.delete_pattern("*")
+        raw.close()
+        client.close()
+
+
+# -- per-shard fail-open on a private cluster ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    """A cluster of this module's own (node timeout 2 s), so pausing and killing masters hurts nobody."""
+    cluster = EmbeddedCluster(Path(tmp_path_factory.mktemp("cluster")), node_timeout_ms=2000)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture()
+def shard_manager(private_cluster: EmbeddedCluster, settings: Settings) -> Iterator[CacheManager]:
+    private_cluster.start()  # back to healthy after a previous test's fault
+    client = make_redis(settings, private_cluster.url, breakers=ShardBreakers(failure_threshold=3))
+    yield CacheManager(client, prefix=settings.key_prefix, default_ttl=60)
+    client.close()
+
+
+def _users_by_node(manager: CacheManager, n: int = 60) -> dict[str, list[str]]:
+    """Users grouped by the master that owns their hash tag's slot."""
+    client = manager.client
+    assert isinstance(client, ShardedCluster)
+    out: dict[str, list[str]] = {}
+    for i in range(n):
+        user = f"user{i}"
+        slot = client.keyslot(manager.key(f"{user_tag(user)}:x"))
+        out.setdefault(client.nodes_manager.get_node_from_slot(slot).name, []).append(user)
+    return out
+
+
+def test_a_paused_master_opens_only_its_own_breaker(
+    shard_manager: CacheManager, private_cluster: EmbeddedCluster
+) -> None:
+    m = shard_manager
+    by_node = _users_by_node(m)
+    assert len(by_node) == 3
+    for users in by_node.values():
+        for u in users:
+            m.set(f"{user_tag(u)}:x", u)
+    victim = next(iter(by_node))
+    pid = private_cluster.node(int(victim.rsplit(":", 1)[1])).pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(2):  # the first round pays the timeouts and opens the breaker; the second does not
+            got = {node: [m.get(f"{user_tag(u)}:x") for u in users] for node, users in by_node.items()}
+        states = m.breaker.states()
+        assert states[victim] == "open"
+        assert all(state == "closed" for node, state in states.items() if node != victim)
+        for node, values in got.items():
+            if node == victim:
+                assert values == [None] * len(values)  # failed open: a miss, no error
+            else:
+                assert values == by_node[node]  # healthy shards keep every hit
+        everything = [f"{user_tag(u)}:x" for users in by_node.values() for u in users]
+        spanning = m.get_many(everything)  # one get_many across every slot
+        assert [v for v in spanning if v is not None] == [
+            u for n, us in by_node.items() if n != victim for u in us
+        ]
+        assert m.stats().short_circuits > 0
+        sessions = SessionStore(m, ttl=60, absolute_ttl=600)
+        healthy_user = next(us[0] for n, us in by_node.items() if n != victim)
+        assert sessions.get(sessions.create(healthy_user).id) is not None
+        with pytest.raises(CacheUnavailable):  # sessions never fail open
+            sessions.create(by_node[victim][0])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_invalidation_survives_a_master_kill_and_failover(
+    shard_manager: CacheManager, private_cluster: EmbeddedCluster
+) -> None:
+    received: queue.Queue[str] = queue.Queue()
+    resets: queue.Queue[str] = queue.Queue()
+    inv = Invalidator(shard_manager)
+    with inv.subscribe(received.put, on_reset=lambda: resets.put("reset")) as sub:
+        assert sub.ready.wait(WAIT_S)
+        assert inv.publish_invalidation("before") >= 1
+        assert received.get(timeout=WAIT_S) == "before"
+        client = shard_manager.client
+        assert isinstance(client, ShardedCluster)
+        victim = client.nodes_manager.get_node_from_slot(client.keyslot(inv.channel)).port
+        replica = private_cluster.replica_of(victim)
+        pid = private_cluster.node(victim).pid()
+        assert pid is not None and replica is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + WAIT_S
+        while replica not in private_cluster.master_ports():  # the replica takes over
+            assert time.monotonic() < deadline, "no failover"
+            time.sleep(0.1)
+        assert resets.get(timeout=WAIT_S) == "reset"  # messages may have been missed: drop everything
+        while not inv.publish_invalidation("after failover"):
+            assert time.monotonic() < deadline, "publishing did not resume"
+            time.sleep(0.1)
+        assert received.get(timeout=WAIT_S) == "after failover"
+    private_cluster.node(victim).start()  # rejoins as a replica
