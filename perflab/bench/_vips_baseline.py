@@ -31,7 +31,8 @@ def import_pyvips(concurrency: int = 1) -> ModuleType:
 
     pyvips.concurrency_set(concurrency)
     pyvips.cache_set_max(0)
-    return pyvips
+    module: ModuleType = pyvips
+    return module
 
 
 class VipsPipeline:

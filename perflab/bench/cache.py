@@ -39,6 +39,7 @@ import redis
 
 from perflab.cache import CacheManager, EmbeddingCache, make_redis
 from perflab.config import Settings
+from perflab.errors import ConfigError
 from perflab.servers.registry import endpoints
 
 MODEL = "text-embedding-3-small"
@@ -327,6 +328,12 @@ def run(
     )
     url = endpoints(settings).redis_url
     client = make_redis(settings, url)
+    if not isinstance(client, redis.Redis):  # the seed-layout sections run raw single-node commands
+        client.close()
+        raise ConfigError(
+            "perflab bench cache compares against the seed's layout on one Redis: unset the cluster "
+            "(PERFLAB_REDIS_URL / PERFLAB_REDIS_CLUSTER) and use `perflab bench cache --cluster` for cluster figures"
+        )
     prefix = f"{settings.key_prefix}bench{uuid.uuid4().hex[:8]}"
     manager = CacheManager(client, prefix=prefix, default_ttl=600)
     try:

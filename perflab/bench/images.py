@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import PIL
 from PIL import Image
 
 from perflab.bench._vips_baseline import VipsPipeline, import_pyvips
@@ -225,7 +226,7 @@ def run(
             for fmt in formats
         },
         "versions": {
-            "pillow": Image.__version__,
+            "pillow": PIL.__version__,
             "libvips": ".".join(str(pyvips.version(i)) for i in range(3)),
         },
     }

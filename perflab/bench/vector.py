@@ -556,7 +556,7 @@ def main(settings: Settings, argv: list[str]) -> int:
         duration_s=args.duration,
         log=log,
         trials=args.trials,
-        kinds=kinds,  # type: ignore[arg-type]
+        kinds=kinds,
     )
     if args.json:
         print(json.dumps(result, separators=(",", ":"), default=str))

@@ -109,7 +109,7 @@ class ShardBreakers:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         CircuitBreaker(failure_threshold=failure_threshold, reset_timeout=reset_timeout)  # validates
-        self._make = lambda name: CircuitBreaker(
+        self._make: Callable[[str], CircuitBreaker] = lambda name: CircuitBreaker(
             failure_threshold=failure_threshold, reset_timeout=reset_timeout, clock=clock, name=name
         )
         self._nodes: dict[str, CircuitBreaker] = {}

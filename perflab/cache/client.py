@@ -58,7 +58,7 @@ class ShardedCluster(RedisCluster):
         if not breaker.clean and not breaker.allow():
             raise ShardOpen(f"circuit breaker open for redis node {target_node.name}")
         try:
-            result = super()._execute_command(target_node, *args, **kwargs)
+            result = super()._execute_command(target_node, *args, **kwargs)  # type: ignore[no-untyped-call]
         except (RedisConnectionError, RedisTimeoutError):
             breaker.record_failure()
             raise
