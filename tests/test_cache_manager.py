@@ -18,6 +18,7 @@ from perflab.cache import (
     FactoryFailed,
     make_redis,
 )
+from perflab.config import Settings
 
 pytestmark = pytest.mark.both_redis  # each Redis test runs on a single server and on the cluster
 
@@ -169,13 +170,21 @@ def test_stampede_of_200_threads_runs_the_factory_once(cache_manager: CacheManag
     assert cache_manager.stats().coalesced == 199
 
 
-def test_stampede_across_120_managers_runs_the_factory_once(cache_manager: CacheManager) -> None:
-    """Every thread its own manager, as if each were its own process: only the Redis lock protects."""
-    managers = [
-        CacheManager(cache_manager.client, prefix=cache_manager.prefix, default_ttl=60) for _ in range(120)
-    ]
+def test_stampede_across_120_managers_runs_the_factory_once(
+    cache_manager: CacheManager, settings: Settings, redis_url: str
+) -> None:
+    """Every thread its own manager, as if each were its own process: only the Redis lock protects.
+
+    The client gets room for every thread and patient timeouts: on a starved machine a 0.25 s socket
+    timeout or a full pool is Redis "down" for that caller, which rightly fails open and computes."""
+    patient = settings.replace(redis_socket_timeout=10, redis_connect_timeout=5, redis_max_connections=128)
+    client = make_redis(patient, redis_url)
+    managers = [CacheManager(client, prefix=cache_manager.prefix, default_ttl=60) for _ in range(120)]
     factory, calls = _counting({"answer": 42}, delay=0.2)
-    results = _stampede(managers, 1, factory)
+    try:
+        results = _stampede(managers, 1, factory)
+    finally:
+        client.close()
     assert len(calls) == 1
     assert results == [{"answer": 42}] * 120
     stats = [m.stats() for m in managers]
