@@ -84,7 +84,7 @@ def _seed_value(text: str, vec: np.ndarray) -> str:
 
 
 def _seed_get_batch(client: redis.Redis, prefix: str, texts: list[str]) -> list[list[float] | None]:
-    """The seed's getBatch as the issue frames it: per item, hash the key, one GET, JSON.parse, text check."""
+    """The seed's getBatch: per item, hash the key, one GET, JSON.parse, text check."""
     out: list[list[float] | None] = []
     for text in texts:
         raw = client.get(_seed_key(prefix, text))

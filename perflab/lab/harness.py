@@ -101,7 +101,7 @@ class ServiceProcess:
                    "--workers", str(self.workers)]  # fmt: skip
         proc = self.proc = subprocess.Popen(
             command,
-            env=owned_env(self.env),  # serve and its workers die with their parent (issue 14.10)
+            env=owned_env(self.env),  # serve and its workers die with their parent
             stdout=out,
             stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
             start_new_session=True,
