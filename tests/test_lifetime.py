@@ -17,7 +17,8 @@ import pytest
 from perflab.config import Settings
 from perflab.errors import ServiceUnavailable
 from perflab.lab import hitrate
-from perflab.servers.lifetime import OWNER_ENV, _alive, leftover_processes
+from perflab.servers.lifetime import OWNER_ENV, leftover_processes
+from perflab.servers.lifetime import pid_alive as _alive
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -65,7 +65,8 @@ class Leftover:
     detail: str  # whose it was, or its size and age
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not: it is dead, only not yet reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -91,7 +92,7 @@ def leftover_processes() -> list[Leftover]:
         except OSError:
             continue
         owner = next((v.split(b"=", 1)[1] for v in env if v.startswith(OWNER_ENV.encode() + b"=")), None)
-        if owner is None or not owner.isdigit() or _alive(int(owner)) or not _alive(int(entry.name)):
+        if owner is None or not owner.isdigit() or pid_alive(int(owner)) or not pid_alive(int(entry.name)):
             continue
         out.append(
             Leftover("process", f"pid {entry.name}: {cmdline[:160]}", f"owner pid {int(owner)} is gone")

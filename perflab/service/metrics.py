@@ -28,6 +28,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from perflab.servers.lifetime import pid_alive
+
 _log = logging.getLogger(__name__)
 
 _BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -67,16 +69,6 @@ def write_serve_info(folder: Path, workers: int) -> None:
     (folder / _SERVE_INFO).write_text(json.dumps({"workers": workers}))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def readiness_of(folder: Path) -> Readiness:
     """Ready workers, from the files in a multiprocess folder (the workers are on this host: a
     worker that died without saying so is not counted)."""
@@ -95,7 +87,7 @@ def readiness_of(folder: Path) -> Readiness:
                 continue
             for s in metric.samples:
                 pid = int(s.labels.get("pid", "0"))
-                if s.value >= 1 and _alive(pid):
+                if s.value >= 1 and pid_alive(pid):
                     ready.add(pid)
     return Readiness(expected, len(ready))
 
