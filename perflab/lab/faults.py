@@ -29,6 +29,7 @@ from typing import Any
 
 from perflab.config import Settings
 from perflab.db import connect, seeded_email
+from perflab.db.media import count_media, count_user_media
 from perflab.embed import HashingEmbedder
 from perflab.lab.badinput import BadInputReport, run_bad_inputs
 from perflab.lab.corpus import ensure_corpus, photo_paths
@@ -274,10 +275,7 @@ class FaultLab:
         acked = [m for res in self.results for m in res.acknowledged]
         unacked = sum(1 for res in self.results for x in res.records if x.kind == UPLOAD and x.failed)
         with connect(self.settings, self.postgres.url) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM media_files WHERE id = ANY(%s::uuid[])", (acked,)
-            ).fetchone()
-        in_pg = int(row[0]) if row else 0
+            in_pg = count_media(conn, acked)
         served = 0
         with closing(sign_in(self.url, self.config.users)) as client:
             for media_id in acked:
@@ -309,14 +307,10 @@ class FaultLab:
     def _stored(self) -> int:
         """Media rows of every user plus stored files: what a refused upload must not change."""
         with connect(self.settings, self.postgres.url) as conn:
-            row = conn.execute("SELECT count(*) FROM media_files").fetchone()
+            rows = count_media(conn)
         files = sum(1 for p in self.settings.media_dir.rglob("*") if p.is_file())
-        return (int(row[0]) if row else 0) + files
+        return rows + files
 
     def _media_rows(self, user: int) -> int:
         with connect(self.settings, self.postgres.url) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM media_files m JOIN users u ON u.id = m.user_id WHERE u.email = %s",
-                (seeded_email(user),),
-            ).fetchone()
-        return int(row[0]) if row else 0
+            return count_user_media(conn, seeded_email(user))
