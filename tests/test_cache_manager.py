@@ -167,7 +167,11 @@ def test_stampede_of_200_threads_runs_the_factory_once(cache_manager: CacheManag
     results = _stampede([cache_manager], 200, factory)
     assert len(calls) == 1
     assert results == [{"answer": 42}] * 200
-    assert cache_manager.stats().coalesced == 199
+    stats = cache_manager.stats()
+    assert stats.factory_calls == 1
+    # the callers that arrived while it ran waited on the flight; any that arrived after it stored
+    # found a plain hit (hits never wait, so which of the two each caller was depends on timing)
+    assert 1 <= stats.coalesced <= 199
 
 
 def test_stampede_across_120_managers_runs_the_factory_once(
