@@ -47,4 +47,9 @@ def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> N
         result["stage_p95_ms"]
     )
     assert all(result[f"rps_c{c}"] > 0 for c in (1, 8, 32))
+    for kind in ("warm", "cold"):  # server CPU per request, one value per trial, with its CI
+        assert (
+            len(result["trials"][f"{kind}_server_cpu_ms"]) == 5
+            and len(result["ci95"][f"{kind}_server_cpu_ms"]) == 2
+        )
     assert "hashing" in result["embedder"]  # the service embeds with the library's embedder

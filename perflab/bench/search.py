@@ -318,6 +318,13 @@ def latency_trials(
         noisy = result.phase_noisy(kind)
         for p in (50, 95, 99):
             result.estimates[f"{kind}_p{p}_ms"] = percentile_estimate(hists, p, noisy=noisy)
+        # Server CPU per request per trial, with its CI: the figure the hot path's target is judged on
+        # (`cpu_ms_per_request` merges the trials into one number).
+        cpu = [r.cpu_ms_per_request.get("server") for r in result.phases.get(kind, ())[-len(runs) :]]
+        if cpu and all(v is not None for v in cpu):
+            result.estimates[f"{kind}_server_cpu_ms"] = estimate(
+                [v for v in cpu if v is not None], noisy=noisy
+            )
     worse = [max(c.histogram.percentile_ms(95), w.histogram.percentile_ms(95))
              for c, w in zip(lat["cold"], lat["warm"], strict=True)]  # fmt: skip
     result.estimates["p95_ms"] = estimate(
