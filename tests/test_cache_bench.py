@@ -55,6 +55,7 @@ def test_bench_cache_cluster_from_the_cli_with_the_cluster_named_in_config(
     assert c["get_many_span"]["masters"] == 3 and c["get_many_span"]["slots"] > 50  # spans slots
     for kind in ("single", "cluster"):
         assert all(c[kind][op] > 0 for op in ("get", "set", "get_many", "set_many"))
+        assert all(len(c["per_trial"][kind][op]) == 2 for op in ("get", "set", "get_many", "set_many"))
     refused = _cli(on_cluster, "--json", "--quick")  # the seed-layout sections need one node
     assert refused.returncode == 2 and "add --cluster" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr

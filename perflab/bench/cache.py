@@ -355,11 +355,11 @@ def _cluster_compare(
         "get_many_span": _span(node, [managers["cluster"].key(f"ops:{i}") for i in range(100)]),
         "unit": "keys per second, one thread",
     }
+    ops_names = ("get", "set", "get_many", "set_many")
     for kind, runs in rates.items():
-        out[kind] = {
-            op: round(float(np.median([r[op] for r in runs])), 1)
-            for op in ("get", "set", "get_many", "set_many")
-        }
+        out[kind] = {op: round(float(np.median([r[op] for r in runs])), 1) for op in ops_names}
+    # each trial's rate, in trial order: the spread behind each median
+    out["per_trial"] = {kind: {op: [r[op] for r in runs] for op in ops_names} for kind, runs in rates.items()}
     out["ratio_cluster_vs_single"] = {
         op: round(out["cluster"][op] / out["single"][op], 3) for op in out["single"] if out["single"][op]
     }
