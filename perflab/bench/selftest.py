@@ -38,6 +38,7 @@ class Rates:
     detected: dict[str, int] = field(default_factory=dict)  # slowdown % -> A/B comparisons flagged
     baseline_ms: float = 0.0
     measured_change: dict[str, float] = field(default_factory=dict)  # slowdown % -> median change seen
+    trials: dict[str, list[list[float]]] = field(default_factory=dict)  # arm -> per-comparison trial p50s
 
     @property
     def smallest_reliable(self) -> int | None:
@@ -113,6 +114,7 @@ def measure(
             )
     out = rates(trials)
     out.baseline_ms = round(baseline, 3)
+    out.trials = {arm: [[round(x, 4) for x in t] for t in runs] for arm, runs in trials.items()}
     return out
 
 
@@ -120,7 +122,12 @@ def selftest(settings: Settings, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="perflab selftest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000, help="media in the seeded library")
     parser.add_argument("--comparisons", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=300, help="requests per trial")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=2000,
+        help="requests per trial (a trial of ~1 s rides out a neighbour's burst that a 0.2 s one would not)",
+    )
     parser.add_argument("--slowdowns", default="20,10,5", help="slowdowns to inject, %% of the baseline p50")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
