@@ -110,6 +110,9 @@ def measure(
                     trials[arm][-1].append(bench.warm(1, requests, url=url).histogram.percentile_ms(50))
             partial = rates({k: v for k, v in trials.items()})
             log(
+                "trials " + json.dumps({arm: [round(x, 4) for x in runs[-1]] for arm, runs in trials.items()})
+            )
+            log(
                 f"comparison {i + 1}/{comparisons}: A/A flagged {partial.false_alarms}, A/B {partial.detected}"
             )
     out = rates(trials)
