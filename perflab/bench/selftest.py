@@ -86,7 +86,7 @@ def measure(
 ) -> Rates:
     from perflab.bench.search import Config, SearchBench
 
-    cfg = Config(rows=rows, users=min(200, max(2, rows // 40)), serve_workers=2)
+    cfg = Config(rows=rows, users=min(200, max(2, rows // 40)), serve_workers=1)
     with SearchBench(settings, cfg, log=log) as bench:
         bench.wait_answering(bench.url)
         base = bench.warm(1, max(requests, 400))
