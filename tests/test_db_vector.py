@@ -14,6 +14,7 @@ import pytest
 from perflab.bench.vector import clustered
 from perflab.config import Settings
 from perflab.db import (
+    EmbedderMismatch,
     InvalidInput,
     MediaRow,
     NewMedia,
@@ -21,8 +22,10 @@ from perflab.db import (
     UserRow,
     VectorSearch,
     bulk_load,
+    check_embedder,
     connect,
     drop_schema,
+    library_embedders,
     make_pool,
     migrate,
 )
@@ -183,11 +186,22 @@ def test_each_search_runs_with_its_own_ef_search(db_conn, lib) -> None:
     assert ef_now() == "66"
 
 
+def test_library_embedder_is_checked(db_conn, lib) -> None:
+    """The service can refuse to search a library with another embedder's query vectors."""
+    assert library_embedders(db_conn) == ["test-clustered"]
+    assert library_embedders(db_conn, lib["big"].user) == ["test-clustered"]
+    check_embedder(db_conn, "test-clustered")
+    with pytest.raises(EmbedderMismatch, match="made by test-clustered, not by onnx-int8"):
+        check_embedder(db_conn, "onnx-int8", lib["big"].user)
+    assert library_embedders(db_conn, uuid.uuid4()) == []  # an empty library passes
+    check_embedder(db_conn, "onnx-int8", uuid.uuid4())
+
+
 def test_candidates_are_what_the_first_batch_holds() -> None:
-    assert candidates(100, 10, 0.5) == 20  # at most 2k
-    assert candidates(100, 10, 0.15) == 15  # ef * s
+    assert candidates(100, 10, 0.5) == 40  # 80 % of ef * s
     assert candidates(100, 10, 0.05) == 10  # at least k
-    assert candidates(40, 10, 1.0) == 20
+    assert candidates(200, 10, 1.0) == 160  # at most ef
+    assert candidates(40, 10, 0.99) == 31
 
 
 def test_small_library_is_exact(db_pool, lib) -> None:

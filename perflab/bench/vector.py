@@ -308,8 +308,16 @@ def run(
 
                 raw_sql = raw_knn_sql(raw_kind, dims).encode() if raw_kind else b""
 
+                raw_recall: list[float] = []
+
                 def raw_one(i: int) -> None:
-                    raw.execute(raw_sql, {"u": uid, "q": data.queries[i], "k": k}, prepare=True).fetchall()
+                    got = raw.execute(
+                        raw_sql, {"u": uid, "q": data.queries[i], "k": k}, prepare=True
+                    ).fetchall()
+                    t = truth[i]
+                    raw_recall.append(
+                        len({row_of[g[0]] for g in got} & t) / max(1, min(k, len(t))) if t else 1.0
+                    )
 
                 for i in range(min(10, n_q)):  # warm both
                     one(i)
@@ -349,7 +357,8 @@ def run(
                     raw95 = percentile_estimate(runs["raw"], 95)
                     ratio = estimate([a.percentile_ms(95) / b.percentile_ms(95)
                                       for a, b in zip(runs["perflab"], runs["raw"], strict=True)])  # fmt: skip
-                    out.update({"raw_p95_ms": raw95.median, "raw_p95_ci95": list(raw95.ci95),
+                    out.update({"raw_recall_at_10": round(float(np.mean(raw_recall)), 4),
+                                "raw_p95_ms": raw95.median, "raw_p95_ci95": list(raw95.ci95),
                                 "p95_vs_raw": round(ratio.median, 3),
                                 "p95_vs_raw_ci95": [round(x, 3) for x in ratio.ci95]})  # fmt: skip
                     if label:
@@ -379,7 +388,7 @@ def run(
                                     "build_s": round(build_s[kind] or 0.0, 2),
                                     "index_mb": round(size.get(index_name[kind], 0) / 2**20, 2),
                                     "vector_type": kind,
-                                    **{x: r[x] for x in ("p95_ci95", "trials", "raw_p95_ms", "raw_p95_ci95",
+                                    **{x: r[x] for x in ("p95_ci95", "trials", "raw_recall_at_10", "raw_p95_ms", "raw_p95_ci95",
                                                          "p95_vs_raw", "p95_vs_raw_ci95")}})  # fmt: skip
             time.sleep(1.2)  # let the pool's backends flush their I/O counters
             hits_after = index_block_reads(conn)

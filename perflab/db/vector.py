@@ -10,8 +10,8 @@ decision is remembered per (user, filter values) for `path_ttl_s`.
   Recall is 1.0 by construction. The distances are computed in a MATERIALIZED CTE so the planner cannot
   swap in the HNSW index.
 - hnsw: the HNSW index with pgvector 0.8's iterative scan (relaxed order), so the filters still leave
-  rows; the scan is over-fetched to up to 2k candidates (what the walk's first batch of ef holds for
-  the filter; relaxed order and halfvec distances give them only roughly nearest first), which are then
+  rows; the scan is over-fetched to what the walk's first batch of ef holds for the filter (at least
+  k; relaxed order and halfvec distances give them only roughly nearest first), which are then
   re-ranked by their exact full-precision distance and cut to k. The
   index is a halfvec expression index by default (migration 0005: half the memory and I/O); the
   re-rank uses the stored float32 vectors, so distances are exact either way. `hnsw.ef_search` and
@@ -46,7 +46,7 @@ import numpy as np
 import psycopg
 
 from perflab.db._validate import MEDIA_TYPES, STATUSES, as_uuid, as_vector, check_aware, check_choice
-from perflab.db.errors import InvalidInput
+from perflab.db.errors import EmbedderMismatch, InvalidInput
 from perflab.db.indexes import vector_indexes
 from perflab.db.pool import PoolOrConn, autocommit, borrow
 
@@ -233,12 +233,12 @@ def ef_for_selectivity(ef: int, k: int, selectivity: float) -> int:
 
 
 def candidates(ef: int, k: int, selectivity: float) -> int:
-    """How many HNSW candidates to re-rank exactly: what the walk's first batch of `ef` holds for this
-    filter (about ef * s matching rows), between k and 2k. Re-ranking 2k instead of k fixes the order
-    halfvec distances and the relaxed scan blur (ef 40: recall@10 0.983 -> 0.992 at 50k rows); asking
-    for more than the first batch holds makes the iterative scan walk a second batch, which doubled the
-    latency (ef 100 on a 10 % user) for a recall gain under 0.001."""
-    return max(k, min(2 * k, math.floor(ef * min(max(selectivity, 0.0), 1.0))))
+    """How many HNSW candidates to re-rank exactly: about what the walk's first batch of `ef` holds for
+    this filter (ef * s matching rows, 80 % of it for a margin on the planner's estimate s), at least k.
+    Re-ranking those fixes the order that halfvec distances and the relaxed scan blur; asking for more
+    than the first batch holds makes the iterative scan walk a second batch, which doubled the latency
+    (ef 100 on a 10 % user at 50k rows) -- the old over-fetch to ef did that for every filter under 100 %."""
+    return max(k, min(ef, math.floor(0.8 * ef * min(max(selectivity, 0.0), 1.0))))
 
 
 class VectorSearch:
@@ -442,6 +442,30 @@ class VectorSearch:
             index, _ = self._schema_index(conn)
             matches, _ = self._matches(conn, uid, names, {"u": uid, **fparams})
         return "exact" if matches <= self.exact_threshold or index is None else "hnsw"
+
+
+def library_embedders(source: PoolOrConn, user_id: uuid.UUID | str | None = None) -> list[str]:
+    """The embedding_model values of the library's vectors (one user's, when given), sorted: a walk
+    over the distinct values of idx_media_embeddings_model, a few index probes per model, at any size."""
+    uid = None if user_id is None else as_uuid(user_id, "user_id")
+    cond = "" if uid is None else " AND user_id = %(u)s"
+    query = (
+        "WITH RECURSIVE m(model) AS ("
+        f" (SELECT embedding_model FROM media_embeddings WHERE true{cond} ORDER BY 1 LIMIT 1)"
+        " UNION ALL SELECT (SELECT embedding_model FROM media_embeddings"
+        f" WHERE embedding_model > m.model{cond} ORDER BY 1 LIMIT 1) FROM m WHERE m.model IS NOT NULL)"
+        " SELECT model FROM m WHERE model IS NOT NULL"
+    )
+    with borrow(source) as conn:
+        return [str(r[0]) for r in conn.execute(query.encode(), {"u": uid})]
+
+
+def check_embedder(source: PoolOrConn, model_name: str, user_id: uuid.UUID | str | None = None) -> None:
+    """Refuse (EmbedderMismatch) when the library (or the user's part of it) holds vectors of any model
+    other than `model_name`; an empty library passes."""
+    models = library_embedders(source, user_id)
+    if any(m != model_name for m in models):
+        raise EmbedderMismatch(model_name, [m for m in models if m != model_name])
 
 
 def raw_knn_sql(index: IndexKind, dim: int) -> str:
