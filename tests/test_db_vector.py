@@ -29,7 +29,7 @@ from perflab.db import (
     make_pool,
     migrate,
 )
-from perflab.db.vector import VectorIndex, _query, candidates
+from perflab.db.vector import VectorIndex, _query
 from perflab.servers import Endpoints
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -195,13 +195,6 @@ def test_library_embedder_is_checked(db_conn, lib) -> None:
         check_embedder(db_conn, "onnx-int8", lib["big"].user)
     assert library_embedders(db_conn, uuid.uuid4()) == []  # an empty library passes
     check_embedder(db_conn, "onnx-int8", uuid.uuid4())
-
-
-def test_candidates_are_what_the_first_batch_holds() -> None:
-    assert candidates(100, 10, 0.5) == 40  # 80 % of ef * s
-    assert candidates(100, 10, 0.05) == 10  # at least k
-    assert candidates(200, 10, 1.0) == 160  # at most ef
-    assert candidates(40, 10, 0.99) == 31
 
 
 def test_small_library_is_exact(db_pool, lib) -> None:
