@@ -477,8 +477,8 @@ def run(
         "data": f"clustered synthetic: {rows} unit vectors in 100 gaussian clusters, seed {seed}; "
         f"{queries} held-out queries from the same clusters; ground truth = numpy brute force",
         "k": k,
-        "search": "perflab.db.VectorSearch.search (pooled psycopg, prepared statements, SET LOCAL ef_search,"
-        " over-fetch to ef and exact re-rank)",
+        "search": "perflab.db.VectorSearch.search (pooled psycopg, session ef_search sent when it changes,"
+        " one statement per search, k candidates ordered by exact distance)",
         "raw": "one psycopg connection, prepared `SELECT media_file_id ... ORDER BY <index expr> LIMIT k`,"
         " session SET hnsw.ef_search / iterative_scan; same queries, same trials, interleaved",
         "configs_user": f"user A owns {data.user_sizes['A']} of {rows} rows; the HNSW graph holds all rows",

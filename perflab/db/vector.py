@@ -54,7 +54,7 @@ IndexKind = Literal["halfvec", "vector"]
 Path = Literal["exact", "hnsw"]
 
 # Measured with `perflab bench vector --rows 100000` (README): below ~2,000 matching rows the exact path
-# is as fast as the index, and exact. ef_search 100 over-fetched and re-ranked gives recall@10 >= 0.99
+# is as fast as the index, and exact. ef_search 100 gives recall@10 >= 0.99
 # on clustered data with the schema's ef_construction=128.
 EXACT_THRESHOLD = 2_000
 DEFAULT_EF_SEARCH = 100
