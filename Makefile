@@ -1,6 +1,7 @@
 # perflab: `make report` (the main job) and `make test`. Each builds .venv when missing, installs the
-# Debian packages the lab needs (nginx for the CDN edge, libvips for the pyvips baseline), starts the
-# shared embedded servers, and does its job. Nothing here needs to be installed by hand first.
+# Debian packages the lab needs (nginx for the CDN edge, libvips for the pyvips baseline, redis-server
+# 7 for the embedded Redis Cluster), starts the shared embedded servers, and does its job. Nothing
+# here needs to be installed by hand first.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -36,11 +37,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	touch $(STAMP)
 
-# Debian packages: nginx (the CDN edge in front of the media origin) and libvips42 (pyvips baseline).
-sysdeps:  ## install the Debian packages the lab needs (nginx, libvips42), as root
+# Debian packages: nginx (the CDN edge in front of the media origin), libvips42 (pyvips baseline) and
+# redis-server (7.x: the embedded cluster's nodes, for sharded pub/sub; its own service on :6379 is
+# never used by the lab, whose servers all run on free ports).
+sysdeps:  ## install the Debian packages the lab needs (nginx, libvips42, redis-server), as root
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	ldconfig -p 2>/dev/null | grep -q 'libvips.so.42' || missing="$$missing libvips42"; \
+	test -x /usr/bin/redis-server || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -17,7 +17,10 @@ and reported in the summary's `scenarios`, beside the users each ran.
 Latency percentiles come from HDR histograms (3 significant figures) recorded on every worker and
 merged on the master; Locust's own percentiles are rounded to 2 significant figures. At the end the
 `quitting` hook writes PERFLAB_LOAD_SUMMARY (JSON) and sets the exit code when p95 is over
-PERFLAB_LOAD_P95_MS or more than PERFLAB_LOAD_MAX_FAIL_RATIO of requests failed.
+PERFLAB_LOAD_P95_MS (default: notebooks/slo.toml's bound on load.p95_ms) or more than
+PERFLAB_LOAD_MAX_FAIL_RATIO of requests failed. The master (or the local runner) appends "start" and
+"stop" to PERFLAB_LOAD_MARKS when the test starts and stops, so a measured phase
+(perflab.lab.loadtest) covers the requests counted, not Locust's start-up.
 
 Configuration is by environment (so a master and its workers agree): PERFLAB_LOAD_USERS (seeded users
 to sign in as), PERFLAB_LOAD_SEED, PERFLAB_LOAD_PHOTOS (folder), the SLO variables above.
@@ -40,13 +43,15 @@ from locust.runners import MasterRunner, WorkerRunner
 from perflab.db.seed import seeded_email
 from perflab.db.vocabulary import ZipfQuerySampler
 from perflab.lab.latency import LatencyHistogram
+from perflab.lab.loadtest import MARKS_ENV, default_p95_slo_ms
 
 SEEDED_USERS = int(os.environ.get("PERFLAB_LOAD_USERS", "20"))
 SEED = int(os.environ.get("PERFLAB_LOAD_SEED", "42"))
-P95_SLO_MS = float(os.environ.get("PERFLAB_LOAD_P95_MS", "2000"))
+P95_SLO_MS = float(os.environ.get("PERFLAB_LOAD_P95_MS") or default_p95_slo_ms())
 MAX_FAIL_RATIO = float(os.environ.get("PERFLAB_LOAD_MAX_FAIL_RATIO", "0.01"))
 OPEN_RATE = float(os.environ.get("PERFLAB_LOAD_OPEN_RATE", "0"))
 SUMMARY = os.environ.get("PERFLAB_LOAD_SUMMARY", "")
+MARKS = os.environ.get(MARKS_ENV, "")
 PHOTOS = Path(
     os.environ.get("PERFLAB_LOAD_PHOTOS", str(Path(__file__).resolve().parents[1] / "data" / "photos"))
 )
@@ -127,6 +132,23 @@ def _final_histograms(environment: Environment) -> dict[str, LatencyHistogram]:
     if isinstance(environment.runner, MasterRunner):
         return _MERGED
     return _HDR  # local runner: everything was recorded here
+
+
+def _mark(environment: Environment, what: str) -> None:
+    """Append `what` to the marks file (master or local runner only: one test, one start and stop)."""
+    if MARKS and not isinstance(environment.runner, WorkerRunner):
+        with open(MARKS, "a") as f:
+            f.write(what + "\n")
+
+
+@events.test_start.add_listener
+def _mark_start(environment: Environment, **_: Any) -> None:
+    _mark(environment, "start")
+
+
+@events.test_stop.add_listener
+def _mark_stop(environment: Environment, **_: Any) -> None:
+    _mark(environment, "stop")
 
 
 @events.quitting.add_listener

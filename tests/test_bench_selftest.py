@@ -18,3 +18,16 @@ def test_rates_on_synthetic_trials() -> None:
     assert r.detected["20"] == 20 and r.detected["1"] <= 2  # 1 % is inside the 5 % tolerance
     assert abs(r.measured_change["20"] - 0.2) < 0.02
     assert r.smallest_reliable == 20
+
+
+def test_rates_on_tied_hdr_like_trials() -> None:
+    """Trial p50s quantized to 8 us, as HDR histograms record them: ties must not hide a 20 % slowdown."""
+    rng = np.random.default_rng(4)
+
+    def arm(scale: float) -> list[list[float]]:
+        return [
+            list(np.round(11.0 * scale * np.exp(rng.normal(0, 0.01, 5)) / 0.008) * 0.008) for _ in range(20)
+        ]
+
+    r = rates({"A": arm(1.0), "A2": arm(1.0), "B20": arm(1.2)})
+    assert r.false_alarms <= 1 and r.detected["20"] >= 19 and r.smallest_reliable == 20

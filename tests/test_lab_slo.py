@@ -140,3 +140,26 @@ def test_threshold_comes_from_slo_toml(tmp_path: Path) -> None:
     assert slo.threshold("search.p95_ms") == 2000  # the seed's 2 s target, written once
     with pytest.raises(ConfigError, match="no objective"):
         slo.threshold("no.such_figure")
+
+
+def test_threshold_for_a_profile_prefers_its_own_objective(tmp_path: Path) -> None:
+    path = tmp_path / "slo.toml"
+    path.write_text(
+        '[[slo]]\ncheck = "x.ratio >= 1.0"\n\n[[slo]]\ncheck = "x.ratio >= 1.25"\nprofiles = ["full"]\n'
+        '\n[[slo]]\ncheck = "y.ms < 5"\nprofiles = ["full"]\n'
+    )
+    assert slo.threshold("x.ratio", path) == 1.0
+    assert slo.threshold("x.ratio", path, profile="full") == 1.25
+    assert slo.threshold("x.ratio", path, profile="smoke") == 1.0
+    assert slo.threshold("y.ms", path, profile="full") == 5
+    with pytest.raises(ConfigError, match="for profile 'smoke'"):
+        slo.threshold("y.ms", path, profile="smoke")
+
+
+def test_the_load_and_images_bounds_are_written_once() -> None:
+    """The load test's p95 gate and the images bench's targets read slo.toml, not a copy."""
+    from perflab.lab import loadtest
+
+    assert loadtest.default_p95_slo_ms() == slo.threshold("load.p95_ms")
+    assert slo.threshold("images.throughput_ratio_vs_pyvips", profile="full") == 1.25
+    assert slo.threshold("images.ssim") == 0.95

@@ -3,20 +3,31 @@ histograms merged on the master, the quitting hook's exit code both ways, and th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from perflab.errors import PerflabError
+from perflab.lab.cpu import ProcessTree
 from perflab.lab.harness import ServiceProcess
-from perflab.lab.loadtest import check_users, read_run, run_locust
+from perflab.lab.loadtest import check_users, default_p95_slo_ms, read_run, run_locust
+from perflab.lab.phase import Phase
+from perflab.lab.slo import threshold
 
 
 def test_distributed_run_merges_worker_histograms(service: ServiceProcess, tmp_path: Path) -> None:
+    phase = Phase("load", {"client": ProcessTree(os.getpid())})  # this process's tree: master + workers
     result = run_locust(
-        service.url, tmp_path, users=4, duration="6s", workers=2, seeded_users=4, p95_slo_ms=5000, timeout=120
+        service.url, tmp_path, users=4, duration="6s", workers=2, seeded_users=4, timeout=120, phase=phase
     )
     assert result.exit_code == 0, (tmp_path / "locust.log").read_text()[-2000:]
+    # the p95 gate is slo.toml's, and the phase ran from the test's start mark to its stop mark
+    assert result.summary["slo"]["p95_ms"] == default_p95_slo_ms() == threshold("load.p95_ms")
+    assert (tmp_path / "locust_marks").read_text().split() == ["start", "stop"]
+    assert phase.measured
+    record = phase.finish(result.summary["requests"])
+    assert record.cpu_ms_per_request["client"] is not None and record.cpu_ms_per_request["client"] > 0
     summary, history = read_run(tmp_path)
     assert summary["requests"] > 0 and summary["failures"] == 0 and summary["breaches"] == []
     search = summary["hdr"]["/search"]

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from perflab.config import Settings
-from perflab.lab.faults import FaultLab, FaultLabConfig
-from perflab.lab.scenarios import summarize
+from perflab.config import Settings, project_root
+from perflab.lab import slo
+from perflab.lab.faults import FaultLab, FaultLabConfig, ScenarioResult
+from perflab.lab.scenarios import MIN_BASELINE_HIT_RATE, MIN_BASELINE_SEARCHES, hit_share, summarize
 from perflab.lab.traffic import (
     SEARCH,
     RequestRecord,
@@ -122,3 +123,65 @@ def test_recovery_time_is_when_a_sliding_second_reaches_the_target() -> None:
     series = sliding_hit_rate(records, 0, 10)
     assert series[0][1] == 0 and series[-1][1] == 1 and all(19 <= n <= 21 for _, _, n in series)
     assert hit_rate(records[:60]) == 0 and hit_rate(records) == pytest.approx(0.7)
+
+
+def test_a_hit_share_without_a_warm_baseline_is_no_figure_and_fails_its_gate() -> None:
+    """A cold cache before the fault (every search a miss) or too few searches give no share, with
+    the reason; the report's gate on the figure then fails ("missing"), it does not pass."""
+
+    def searches(n: int, hits: int, t0: float) -> list[RequestRecord]:
+        return [RequestRecord(t0 + i / 100, SEARCH, 1, 200, 5.0, cache_hit=i < hits) for i in range(n)]
+
+    during = searches(50, 25, 10.0)
+    cold = hit_share(searches(100, 0, 0.0), during)
+    thin = hit_share(searches(MIN_BASELINE_SEARCHES - 1, 10, 0.0), during)
+    warm = hit_share(searches(100, 50, 0.0), during)
+    assert cold.share is None and "caches cold" in cold.why
+    assert thin.share is None and f"need {MIN_BASELINE_SEARCHES}" in thin.why
+    assert warm.share == 1.0 and warm.why == "" and warm.baseline_searches == 100
+    gates = [
+        o for o in slo.load(project_root() / "notebooks" / "slo.toml") if "healthy_hit_share" in o.figure
+    ]
+    assert {o.figure for o in gates} == {
+        "reliability.cluster_kill_healthy_hit_share",
+        "reliability.cluster_pause_healthy_hit_share",
+    }
+    verdicts = slo.evaluate(gates, {o.figure: cold.share for o in gates}, "smoke")
+    assert [v.status for v in verdicts] == ["missing", "missing"] and slo.exit_code(verdicts) == 1
+
+
+# -- on a Redis Cluster: the module's last tests (the lab's service moves onto the cluster for good) ----
+
+
+@pytest.fixture(scope="module")
+def cluster_lab(lab: FaultLab) -> FaultLab:
+    if lab.cluster is None:
+        lab.use_cluster()
+    return lab
+
+
+def _assert_warm_baseline(r: ScenarioResult) -> None:
+    f = r.figures
+    assert f["warmup_requests"] > 0 and all(x.t >= r.start for x in r.records)  # warm-up not counted
+    assert f["healthy_hit_share_why"] == ""
+    assert f["healthy_baseline_searches"] >= MIN_BASELINE_SEARCHES
+    assert f["healthy_hit_rate_before"] >= MIN_BASELINE_HIT_RATE > 0  # a warm cache, not a cold one
+    assert f["healthy_hit_share"] == round(f["healthy_hit_rate_during"] / f["healthy_hit_rate_before"], 4)
+
+
+def test_a_master_kill_judges_healthy_users_against_a_warm_baseline(cluster_lab: FaultLab) -> None:
+    r = cluster_lab.scenario("master_kill", warm_s=3, before_s=1.5, after_s=2)
+    _assert_warm_baseline(r)
+    f = r.figures
+    assert f["healthy_failed"] == 0, [(x.status, x.error) for x in r.records if x.failed][:5]
+    assert f["failover_s"] is not None  # the replica took over
+    assert f["unreset_losses"] == 0
+    figures = summarize([r], None, None)
+    assert figures["reliability.cluster_kill_healthy_baseline_hit_rate"] == f["healthy_hit_rate_before"]
+    assert figures["reliability.cluster_kill_healthy_hit_share"] == f["healthy_hit_share"]
+
+
+def test_a_master_pause_judges_healthy_users_against_a_warm_baseline(cluster_lab: FaultLab) -> None:
+    r = cluster_lab.scenario("master_pause", warm_s=3, before_s=1.5, pause_s=1.5, after_s=0.5)
+    _assert_warm_baseline(r)
+    assert r.figures["healthy_failed"] == 0, [(x.status, x.error) for x in r.records if x.failed][:5]

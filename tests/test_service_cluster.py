@@ -1,14 +1,20 @@
-"""The search service end to end with a Redis Cluster as its Redis: sign-in, search, upload, invalidation."""
+"""The search service end to end with a Redis Cluster as its Redis: sign-in, search, upload,
+invalidation, and `perflab loadtest` against it."""
 
 from __future__ import annotations
 
 import io
+import json
+import uuid
+from pathlib import Path
 
 import httpx
+import pytest
 from conftest import raw_redis
 from PIL import Image
 
 from perflab.config import Settings
+from perflab.lab.commands import loadtest
 from perflab.lab.harness import ServiceProcess
 from perflab.servers import Endpoints
 
@@ -52,3 +58,35 @@ def test_sign_in_search_upload_and_invalidation_on_a_cluster(
     sessions = list(raw.scan_iter(match=f"{svc_settings.key_prefix}:*:sess:*", count=1000))
     raw.close()
     assert len(sessions) >= 3  # the other three users' sessions live in the cluster
+
+
+def test_perflab_loadtest_on_a_service_whose_redis_is_the_cluster_named_in_config(
+    svc_settings: Settings,
+    cluster_servers: Endpoints,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`perflab loadtest` as a user runs it: its own local `perflab serve`, on settings that name the
+    embedded cluster (PERFLAB_REDIS_CLUSTER=1); every Locust request must succeed."""
+    on = svc_settings.replace(
+        embedder="hashing",
+        media_root=tmp_path / "media",
+        redis_cluster=True,
+        key_prefix="ltc" + uuid.uuid4().hex[:6],
+    )
+    argv = ["--users", "3", "--duration", "5s", "--seeded-users", "4", "--serve-workers", "1",
+            "--p95-slo-ms", "10000", "--out", str(tmp_path / "run")]  # fmt: skip
+    code = loadtest(on, argv)
+    summary = json.loads((tmp_path / "run" / "locust_summary.json").read_text())
+    assert code == 0, (tmp_path / "run" / "locust.log").read_text()[-2000:]
+    assert summary["requests"] > 0 and summary["failures"] == 0 and summary["breaches"] == []
+    assert all(row["requests"] > 0 for row in summary["scenarios"].values()), summary["scenarios"]
+    assert "failures 0" in capsys.readouterr().out
+    raw = raw_redis(cluster_servers.redis_url)
+    try:  # the sign-ins were sessions in the cluster, spread over its masters by user
+        sessions = list(raw.scan_iter(match=f"{on.key_prefix}:*:sess:*", count=1000))
+        assert sessions
+    finally:
+        for key in raw.scan_iter(match=f"{on.key_prefix}:*", count=1000):
+            raw.unlink(key)
+        raw.close()

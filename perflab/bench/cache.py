@@ -16,7 +16,14 @@ that is deleted at the end:
 - `ops_per_s`: one thread, keys per second: get/set one at a time, get_many/set_many in batches.
 - `cluster` (with `--cluster`): the same `ops_per_s` on the single embedded server and on the embedded
   cluster (3 masters), trials interleaved (A B B A ...), medians per op and cluster / single. Batches
-  of 100 unrelated keys span ~100 slots on all three masters: `get_many` is one pipeline per master.
+  of 100 unrelated keys span ~100 slots on all three masters (`get_many_span` says how many): `get_many`
+  is one pipeline per master, and every key must come back (a fail-open miss would flatter the rate).
+
+The targets are the `bench_cache.*` objectives of notebooks/slo.toml (profile "bench": gated here, in
+`meets_targets`, not by the report, whose notebooks do not run this bench). The seed-layout sections
+and the one-node baseline need one Redis node: the embedded single server, also when
+PERFLAB_REDIS_CLUSTER=1 names the embedded cluster (then add `--cluster`); a staging cluster URL is
+refused with one line.
 """
 
 from __future__ import annotations
@@ -37,18 +44,27 @@ from typing import Any
 import numpy as np
 import redis
 
-from perflab.cache import CacheManager, EmbeddingCache, make_redis
-from perflab.config import Settings
+from perflab.cache import CacheManager, EmbeddingCache, ShardedCluster, make_redis
+from perflab.config import Settings, is_cluster_url, project_root
 from perflab.errors import ConfigError
+from perflab.lab import slo
 from perflab.servers.registry import endpoints
 
 MODEL = "text-embedding-3-small"
-TARGETS = {
-    "embedding_batch_speedup_vs_seed": (">=", 50.0),
-    "embedding_memory_ratio_vs_seed": (">=", 4.5),
-    "get_overhead_vs_raw": ("<=", 0.15),
-    "stampede_factory_calls": ("==", 1),
-}
+SLO_PREFIX = "bench_cache."  # this bench's objectives in notebooks/slo.toml
+SLO_PROFILE = "bench"
+
+
+def targets() -> dict[str, slo.Objective]:
+    """{result key: its objective}: the `bench_cache.*` lines of notebooks/slo.toml."""
+    found = {
+        o.figure.removeprefix(SLO_PREFIX): o
+        for o in slo.load(project_root() / "notebooks" / "slo.toml")
+        if o.figure.startswith(SLO_PREFIX)
+    }
+    if not found:
+        raise ConfigError(f"notebooks/slo.toml sets no {SLO_PREFIX}* objective")
+    return found
 
 
 def _ms(ns: list[int] | np.ndarray) -> dict[str, float]:
@@ -243,6 +259,7 @@ def _stampede(client: redis.Redis, prefix: str, callers: int) -> dict[str, Any]:
 def _throughput(manager: CacheManager, n: int, batch: int) -> dict[str, Any]:
     keys = [f"ops:{i}" for i in range(n)]
     value = {"id": 1, "title": "x" * 64}
+    missed = 0
 
     def rate(fn: Callable[[], Any]) -> float:
         elapsed, _ = _timed(fn)
@@ -261,10 +278,11 @@ def _throughput(manager: CacheManager, n: int, batch: int) -> dict[str, Any]:
             manager.set_many(dict.fromkeys(keys[s : s + batch], value), ttl=600)
 
     def get_batched() -> None:
+        nonlocal missed
         for s in range(0, n, batch):
-            manager.get_many(keys[s : s + batch])
+            missed += sum(v is None for v in manager.get_many(keys[s : s + batch]))
 
-    return {
+    out = {
         "set": rate(set_each),
         "get": rate(get_each),
         "set_many": rate(set_batched),
@@ -272,15 +290,51 @@ def _throughput(manager: CacheManager, n: int, batch: int) -> dict[str, Any]:
         "batch_size": batch,
         "unit": "keys per second, one thread",
     }
+    if missed:  # a node failed open: its keys came back as misses, and the rate means nothing
+        raise RuntimeError(f"throughput benchmark: get_many missed {missed} of {n} keys")
+    return out
 
 
-def _cluster_compare(settings: Settings, ops: int, trials: int, log: Callable[[str], None]) -> dict[str, Any]:
+def _span(client: Any, keys: list[str]) -> dict[str, int]:
+    """How many slots and masters one batch of `keys` touches on a cluster."""
+    slots = {client.keyslot(k) for k in keys}
+    masters = {client.nodes_manager.get_node_from_slot(s).name for s in slots}
+    return {"keys": len(keys), "slots": len(slots), "masters": len(masters)}
+
+
+def _single_and_cluster(settings: Settings, cluster: bool) -> tuple[str, str | None]:
+    """(URL of one Redis node for the single-node sections, URL of the cluster or None)."""
+    if not settings.embedded:
+        assert settings.redis_url is not None
+        if is_cluster_url(settings.redis_url):
+            raise ConfigError(
+                "perflab bench cache needs one Redis node (the seed-layout sections, the one-node baseline) "
+                "and PERFLAB_REDIS_URL names a cluster: unset PERFLAB_REDIS_URL and PERFLAB_DATABASE_URL "
+                "and run `perflab bench cache --cluster` on the embedded servers"
+            )
+        if cluster:
+            raise ConfigError(
+                "perflab bench cache --cluster compares the embedded single server with the embedded "
+                "cluster: unset PERFLAB_REDIS_URL and PERFLAB_DATABASE_URL"
+            )
+        return settings.redis_url, None
+    if settings.redis_cluster and not cluster:
+        raise ConfigError(
+            "perflab bench cache compares against the seed's layout on one Redis and PERFLAB_REDIS_CLUSTER=1 "
+            "names the cluster: add --cluster (one node against the cluster's masters), or unset it"
+        )
+    single = endpoints(settings.replace(redis_cluster=False)).redis_url
+    return single, endpoints(settings.replace(redis_cluster=True)).redis_url if cluster else None
+
+
+def _cluster_compare(
+    settings: Settings, urls: dict[str, str], ops: int, trials: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     """ops/s on one server against the embedded 3-master cluster, same code, trials interleaved."""
-    urls = {
-        "single": endpoints(settings.replace(redis_cluster=False)).redis_url,
-        "cluster": endpoints(settings.replace(redis_cluster=True)).redis_url,
-    }
     clients = {kind: make_redis(settings, url) for kind, url in urls.items()}
+    node = clients["cluster"]
+    if not isinstance(node, ShardedCluster):
+        raise ConfigError(f"{urls['cluster']} is not a cluster URL")
     prefix = f"{settings.key_prefix}benchc{uuid.uuid4().hex[:8]}"
     managers = {kind: CacheManager(c, prefix=prefix, default_ttl=600) for kind, c in clients.items()}
     rates: dict[str, list[dict[str, Any]]] = {"single": [], "cluster": []}
@@ -296,24 +350,26 @@ def _cluster_compare(settings: Settings, ops: int, trials: int, log: Callable[[s
             clients[kind].close()
     out: dict[str, Any] = {
         "trials": trials,
-        "masters": 3,
+        "masters": len(node.get_primaries()),
         "batch_size": 100,
+        "get_many_span": _span(node, [managers["cluster"].key(f"ops:{i}") for i in range(100)]),
         "unit": "keys per second, one thread",
     }
+    ops_names = ("get", "set", "get_many", "set_many")
     for kind, runs in rates.items():
-        out[kind] = {
-            op: round(float(np.median([r[op] for r in runs])), 1)
-            for op in ("get", "set", "get_many", "set_many")
-        }
+        out[kind] = {op: round(float(np.median([r[op] for r in runs])), 1) for op in ops_names}
+    # each trial's rate, in trial order: the spread behind each median
+    out["per_trial"] = {kind: {op: [r[op] for r in runs] for op in ops_names} for kind, runs in rates.items()}
     out["ratio_cluster_vs_single"] = {
         op: round(out["cluster"][op] / out["single"][op], 3) for op in out["single"] if out["single"][op]
     }
     return out
 
 
-def _verdicts(result: dict[str, Any]) -> dict[str, bool]:
-    ops = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b}
-    return {name: bool(ops[op](result[name], bound)) for name, (op, bound) in TARGETS.items()}
+def _verdicts(result: dict[str, Any], goals: dict[str, slo.Objective]) -> dict[str, bool]:
+    figures = {SLO_PREFIX + name: result.get(name) for name in goals}
+    verdicts = slo.evaluate(list(goals.values()), figures, SLO_PROFILE)
+    return {v.figure.removeprefix(SLO_PREFIX): v.passed for v in verdicts}
 
 
 def run(
@@ -326,14 +382,12 @@ def run(
     n, dim, repeats, samples, callers, ops = (
         (50, 64, 3, 300, 50, 200) if quick else (1000, 1536, 9, 5000, 200, 3000)
     )
-    url = endpoints(settings).redis_url
+    goals = targets()
+    url, cluster_url = _single_and_cluster(settings, cluster)
     client = make_redis(settings, url)
     if not isinstance(client, redis.Redis):  # the seed-layout sections run raw single-node commands
         client.close()
-        raise ConfigError(
-            "perflab bench cache compares against the seed's layout on one Redis: unset the cluster "
-            "(PERFLAB_REDIS_URL / PERFLAB_REDIS_CLUSTER) and use `perflab bench cache --cluster` for cluster figures"
-        )
+        raise ConfigError(f"perflab bench cache needs one Redis node, not the cluster at {url}")
     prefix = f"{settings.key_prefix}bench{uuid.uuid4().hex[:8]}"
     manager = CacheManager(client, prefix=prefix, default_ttl=600)
     try:
@@ -345,10 +399,11 @@ def run(
         result.update(_stampede(client, prefix, callers))
         log(f"throughput: {ops} keys")
         result["ops_per_s"] = _throughput(manager, ops, 100)
-        if cluster:
-            result["cluster"] = _cluster_compare(settings, ops, 2 if quick else 5, log)
-        result["targets"] = {name: f"{op} {bound}" for name, (op, bound) in TARGETS.items()}
-        result["meets_targets"] = _verdicts(result)
+        if cluster_url is not None:
+            urls = {"single": url, "cluster": cluster_url}
+            result["cluster"] = _cluster_compare(settings, urls, ops, 2 if quick else 5, log)
+        result["targets"] = {name: f"{o.op} {o.threshold:g}" for name, o in goals.items()}
+        result["meets_targets"] = _verdicts(result, goals)
         info = client.info("server")
         result["environment"] = {
             "redis_version": info.get("redis_version"),
@@ -403,9 +458,11 @@ def main(settings: Settings, argv: list[str]) -> int:
     print("ops/s: " + ", ".join(f"{k} {v}" for k, v in result["ops_per_s"].items() if k not in ("unit",)))
     if "cluster" in result:
         c = result["cluster"]
+        span = c["get_many_span"]
         print(
             f"cluster ({c['masters']} masters) vs one node, median of {c['trials']} interleaved trials: "
             + ", ".join(f"{op} {c['cluster'][op]} vs {c['single'][op]}" for op in c["single"])
+            + f" (a get_many of {span['keys']} keys spans {span['slots']} slots on {span['masters']} masters)"
         )
     print("targets met: " + ", ".join(f"{k}={v}" for k, v in result["meets_targets"].items()))
     return 0

@@ -3,24 +3,27 @@
 Throughput: our `ImagePipeline` (one worker; master + responsive set + thumbnail, plus the dominant
 colours and BlurHash pyvips does not compute) against `VipsPipeline` (libvips with
 `VIPS_CONCURRENCY=1`, the same derivatives from the same parents at the same encoder settings) on
-the same in-memory images, in interleaved rounds (ours, pyvips, pyvips, ours, ...) in this process.
-`throughput_ratio_vs_pyvips` is the ratio of the median round's images/s; CPU time is reported too,
-since the machine is shared and wall time carries other people's load.
+the same in-memory images, in `rounds` (>= 5) interleaved trials (ours, pyvips, ours, pyvips, ...) in
+this process. Each trial is a measured phase (`throughput_ours` / `throughput_pyvips`: CPU ms per
+image of this process, from /proc, and the noise record). `throughput_ratio_vs_pyvips` is the median
+of the per-trial ratios (ours / the pyvips trial beside it), with its 95 % CI; CPU time is reported
+too, since the machine is shared and wall time carries other people's load.
 
 Per format (jpeg, webp, avif): compression ratio (original bytes / master bytes), SSIM of every
 derivative against a LANCZOS reference from a full-resolution decode (mean and min), images/s, for
-ours and pyvips side by side. Batch: `process_batch` with threads against processes.
+ours and pyvips side by side. Batch: `process_batch` with threads against processes. The envelope is
+perflab/bench/contract.py's; pass/fail lives in notebooks/slo.toml (`targets` reads it from there).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
-import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +31,52 @@ import PIL
 from PIL import Image
 
 from perflab.bench._vips_baseline import VipsPipeline, import_pyvips
+from perflab.bench.contract import MIN_TRIALS, Phase, Result, cli, estimate, interleave
 from perflab.config import Settings
+from perflab.errors import ConfigError
 from perflab.images.batch import default_workers, process_batch
 from perflab.images.decode import read_source
 from perflab.images.derivatives import MASTER, THUMBNAIL, Size, plan
 from perflab.images.formats import OUTPUT_FORMATS
 from perflab.images.pipeline import ImagePipeline, PipelineOptions, full_resolution, source_box
 from perflab.images.quality import reference, ssim
+from perflab.lab import slo
 from perflab.lab.corpus import photo_paths
+from perflab.lab.cpu import OwnProcess, Source
 from perflab.lab.latency import LatencyHistogram
+from perflab.lab.provenance import collect
 
 Outputs = dict[str, tuple[bytes, int, int]]
-TARGET_RATIO = 1.25
-TARGET_SSIM = 0.95
+RATIO_FIGURE = "images.throughput_ratio_vs_pyvips"  # the slo.toml figures `targets` reads its bounds from
+SSIM_FIGURE = "images.ssim"
+
+
+@dataclass(frozen=True)
+class Config:
+    rounds: int = field(
+        default=MIN_TRIALS, metadata={"help": "interleaved throughput trials per pipeline (>= 5)"}
+    )
+    limit: int = field(default=0, metadata={"help": "use the first N photos only"})
+    formats: str = field(default=",".join(OUTPUT_FORMATS), metadata={"help": "comma list (default all)"})
+    format_sample: int = field(default=6, metadata={"help": "photos for the webp/avif passes"})
+    ssim_sample: int = field(default=4, metadata={"help": "photos scored for SSIM per format"})
+    batch: bool = field(
+        default=True, metadata={"help": "threads-vs-processes batch figures (--no-batch skips)"}
+    )
+    workers: int = field(default=0, metadata={"help": "batch workers (default: perflab.images.batch's)"})
+
+    def __post_init__(self) -> None:
+        unknown = set(self.format_list) - set(OUTPUT_FORMATS)
+        if unknown:
+            raise ConfigError(f"unknown formats {sorted(unknown)} (known: {', '.join(OUTPUT_FORMATS)})")
+        if self.rounds < MIN_TRIALS:
+            raise ConfigError(
+                f"--rounds must be >= {MIN_TRIALS} (every headline figure takes {MIN_TRIALS} trials)"
+            )
+
+    @property
+    def format_list(self) -> list[str]:
+        return [f.strip() for f in self.formats.split(",") if f.strip()]
 
 
 @dataclasses.dataclass
@@ -139,16 +175,48 @@ def _format_figures(
     }
 
 
-def run(
-    paths: Sequence[Path],
-    *,
-    rounds: int,
-    formats: Sequence[str],
-    format_sample: int,
-    ssim_sample: int,
-    batch: bool,
-    workers: int,
-) -> dict[str, Any]:
+def _sources() -> dict[str, Source]:
+    """Both pipelines run in this process (libvips' one thread included): its CPU per image."""
+    return {"pipeline": OwnProcess(os.getpid())}
+
+
+def _throughput_trials(
+    result: Result, fns: dict[str, Callable[[bytes], Outputs]], datas: Sequence[bytes], rounds: int
+) -> dict[str, list[_Pass]]:
+    """`rounds` interleaved trials (ours, pyvips, ours, pyvips, ...), each a measured phase
+    `throughput_<arm>`; the first trial of each arm keeps its outputs for the jpeg quality figures."""
+    sources = _sources()
+
+    def trial(arm: str) -> Callable[[int], _Pass]:
+        def go(i: int) -> _Pass:
+            with Phase(f"throughput_{arm}", sources) as ph:
+                pass_ = _run_pass(fns[arm], datas, keep=(i == 0))
+            result.add_phase(ph.finish(len(datas)))
+            return pass_
+
+        return go
+
+    return interleave({arm: trial(arm) for arm in fns}, rounds)
+
+
+def _targets(ratio: float, jpeg: dict[str, Any] | None, per_format: dict[str, Any]) -> dict[str, bool]:
+    """The bench's quick verdicts, on slo.toml's bounds (the report's gates judge the same figures)."""
+    ratio_min = slo.threshold(RATIO_FIGURE, profile="full")
+    ssim_min = slo.threshold(SSIM_FIGURE)
+    return {
+        f"ratio>={ratio_min:g}": ratio >= ratio_min,
+        f"ssim>={ssim_min:g}": bool(jpeg and jpeg["ssim"] is not None and jpeg["ssim"] >= ssim_min),
+        "bytes_no_more_than_pyvips": all(v["bytes_vs_pyvips"] <= 1.0 for v in per_format.values()),
+    }
+
+
+def run(settings: Settings, cfg: Config) -> Result:
+    """Throughput in interleaved trials (each a phase), quality per format, batch; one Result."""
+    paths = photo_paths()
+    if cfg.limit:
+        paths = paths[: cfg.limit]
+    formats = cfg.format_list
+    result = Result("images", dataclasses.asdict(cfg), provenance=collect(settings))
     pyvips = import_pyvips(1)
     datas = [p.read_bytes() for p in paths]
     n = len(datas)
@@ -157,15 +225,18 @@ def run(
 
     for fn in (ours_fn, vips_fn):  # warm-up: load codecs, fault in the libraries
         _run_pass(fn, datas[: min(3, n)], keep=False)
-    ours_passes: list[_Pass] = []
-    vips_passes: list[_Pass] = []
-    for r in range(rounds):
-        order = [(ours_fn, ours_passes), (vips_fn, vips_passes)]
-        for fn, sink in order if r % 2 == 0 else order[::-1]:
-            sink.append(_run_pass(fn, datas, keep=(len(sink) == 0)))
+    passes = _throughput_trials(result, {"ours": ours_fn, "pyvips": vips_fn}, datas, cfg.rounds)
+    ours_passes, vips_passes = passes["ours"], passes["pyvips"]
+    noisy = result.noisy
+    est = result.estimates
+    est["ours_images_per_s"] = estimate([n / p.wall_s for p in ours_passes], noisy=noisy)
+    est["pyvips_images_per_s"] = estimate([n / p.wall_s for p in vips_passes], noisy=noisy)
+    pairs = list(zip(ours_passes, vips_passes, strict=True))
+    est["throughput_ratio_vs_pyvips"] = estimate([v.wall_s / o.wall_s for o, v in pairs], noisy=noisy)
+    est["cpu_ratio_vs_pyvips"] = estimate([v.cpu_s / o.cpu_s for o, v in pairs if o.cpu_s > 0])
     ours, vips = _summary(ours_passes, n), _summary(vips_passes, n)
-    ratio = ours["images_per_s"] / vips["images_per_s"]
-    cpu_ratio = vips["cpu_ms_per_image"] / ours["cpu_ms_per_image"]
+    ratio = est["throughput_ratio_vs_pyvips"].median
+    cpu_ratio = est["cpu_ratio_vs_pyvips"].median
 
     stages: dict[str, list[float]] = {}
     pipeline = ImagePipeline(base)
@@ -173,10 +244,10 @@ def run(
         for stage, ms in pipeline.process(data).timings_ms.items():
             stages.setdefault(stage, []).append(ms)
 
-    step = max(1, n // max(1, format_sample))
-    sample = list(range(0, n, step))[:format_sample]
-    ssim_step = max(1, len(sample) // max(1, ssim_sample))
-    ssim_idx = set(sample[::ssim_step][:ssim_sample])
+    step = max(1, n // max(1, cfg.format_sample))
+    sample = list(range(0, n, step))[: cfg.format_sample]
+    ssim_step = max(1, len(sample) // max(1, cfg.ssim_sample))
+    ssim_idx = set(sample[::ssim_step][: cfg.ssim_sample])
     per_format: dict[str, Any] = {}
     for fmt in formats:
         opts = dataclasses.replace(base, format=fmt)  # type: ignore[arg-type]
@@ -198,7 +269,7 @@ def run(
                 for s in quality.scores(i, datas[i], out, vips=label == "pyvips")
             ]
             figures[label] = _format_figures(datas, idx, pass_, scores, len(ssim_idx & set(idx)))
-        if fmt == "jpeg":  # the throughput rounds' medians, not the first round alone
+        if fmt == "jpeg":  # the throughput trials' medians, not the first trial alone
             figures["ours"]["images_per_s"] = ours["images_per_s"]
             figures["pyvips"]["images_per_s"] = vips["images_per_s"]
         entry = figures["ours"] | {"pyvips": figures["pyvips"]}
@@ -207,12 +278,11 @@ def run(
         )
         per_format[fmt] = entry
 
-    result: dict[str, Any] = {
-        "benchmark": "images",
+    legacy: dict[str, Any] = {
         "throughput_ratio_vs_pyvips": round(ratio, 3),
         "cpu_ratio_vs_pyvips": round(cpu_ratio, 3),
         "per_format": per_format,
-        "throughput": {"ours": ours, "pyvips": vips, "rounds": rounds, "workers": 1, "format": "jpeg"},
+        "throughput": {"ours": ours, "pyvips": vips, "rounds": cfg.rounds, "workers": 1, "format": "jpeg"},
         "stages_ms_median": {k: round(statistics.median(v), 2) for k, v in stages.items()},
         "corpus": {
             "photos": n,
@@ -230,14 +300,10 @@ def run(
             "libvips": ".".join(str(pyvips.version(i)) for i in range(3)),
         },
     }
-    if batch:
-        result["batch"] = _batch_figures(paths, workers, ours["images_per_s"])
-    jpeg = per_format.get("jpeg")
-    result["targets"] = {
-        f"ratio>={TARGET_RATIO}": ratio >= TARGET_RATIO,
-        f"ssim>={TARGET_SSIM}": bool(jpeg and jpeg["ssim"] is not None and jpeg["ssim"] >= TARGET_SSIM),
-        "bytes_no_more_than_pyvips": all(v["bytes_vs_pyvips"] <= 1.0 for v in per_format.values()),
-    }
+    if cfg.batch:
+        legacy["batch"] = _batch_figures(paths, cfg.workers or default_workers(), ours["images_per_s"])
+    legacy["targets"] = _targets(ratio, per_format.get("jpeg"), per_format)
+    result.legacy = legacy
     return result
 
 
@@ -259,7 +325,8 @@ def _batch_figures(paths: Sequence[Path], workers: int, single_ips: float) -> di
     return out
 
 
-def _print_table(r: dict[str, Any]) -> None:
+def _print_table(result: Result) -> None:
+    r = result.envelope()
     t = r["throughput"]
     print(f"corpus: {r['corpus']['photos']} photos, median {r['corpus']['megapixels_median']} MP")
     print(f"{'':10} {'img/s':>8} {'cpu ms/img':>11} {'p50 ms':>8} {'p95 ms':>8}")
@@ -269,9 +336,15 @@ def _print_table(r: dict[str, Any]) -> None:
             f"{label:10} {s['images_per_s']:8.2f} {s['cpu_ms_per_image']:11.1f} "
             f"{s['latency_ms']['p50']:8.1f} {s['latency_ms']['p95']:8.1f}"
         )
+    ratio = r["figures"]["throughput_ratio_vs_pyvips"]
     print(
-        f"throughput ratio vs pyvips: {r['throughput_ratio_vs_pyvips']:.3f} (cpu {r['cpu_ratio_vs_pyvips']:.3f})"
+        f"throughput ratio vs pyvips: {r['throughput_ratio_vs_pyvips']:.3f} 95% CI {ratio['ci95']} "
+        f"trials {ratio['trials']} ({ratio['status']}; cpu {r['cpu_ratio_vs_pyvips']:.3f})"
     )
+    for phase, cpu in r["cpu_ms_per_request"].items():
+        noise = r["noise"][phase]
+        print(f"{phase}: cpu ms/image {cpu['pipeline']}, outsiders max {noise['outsider_share_max']}, "
+              f"noisy {noise['noisy']}")  # fmt: skip
     print(f"\n{'format':7} {'who':7} {'ratio':>7} {'ssim':>7} {'min':>7} {'img/s':>7} {'bytes':>10}")
     for fmt, f in r["per_format"].items():
         for label, s in (("ours", f), ("pyvips", f["pyvips"])):
@@ -286,34 +359,4 @@ def _print_table(r: dict[str, Any]) -> None:
 
 
 def main(settings: Settings, argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="perflab bench images", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per pipeline (default 3)")
-    parser.add_argument("--limit", type=int, default=0, help="use the first N photos only")
-    parser.add_argument("--formats", default=",".join(OUTPUT_FORMATS), help="comma list (default all)")
-    parser.add_argument("--format-sample", type=int, default=6, help="photos for the webp/avif passes")
-    parser.add_argument("--ssim-sample", type=int, default=4, help="photos scored for SSIM per format")
-    parser.add_argument("--no-batch", action="store_true", help="skip threads-vs-processes")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="batch workers")
-    args = parser.parse_args(argv)
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    unknown = set(formats) - set(OUTPUT_FORMATS)
-    if unknown or args.rounds < 1:
-        parser.error(f"unknown formats {sorted(unknown)}" if unknown else "--rounds must be >= 1")
-    paths = photo_paths()
-    if args.limit:
-        paths = paths[: args.limit]
-    result = run(
-        paths,
-        rounds=args.rounds,
-        formats=formats,
-        format_sample=args.format_sample,
-        ssim_sample=args.ssim_sample,
-        batch=not args.no_batch,
-        workers=args.workers,
-    )
-    if args.json:
-        print(json.dumps(result))
-    else:
-        _print_table(result)
-    return 0
+    return cli(settings, argv, Config, run, __doc__, name="images", render=_print_table)

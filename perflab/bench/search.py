@@ -15,7 +15,7 @@ import http.client
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -339,12 +339,22 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = print) 
                              warm_requests=cfg.warm_requests, trials=cfg.trials, stages=stages, log=log)  # fmt: skip
 
         def rps_trial(c: int) -> Callable[[int], LoadResult]:
-            return lambda i: bench.warm(c, cfg.rps_requests)
+            def go(i: int) -> LoadResult:  # each throughput trial is a measured phase too: rps_c<N>
+                res = bench.warm(c, cfg.rps_requests)
+                assert bench.last_phase is not None
+                result.add_phase(replace(bench.last_phase, name=f"rps_c{c}"))
+                return res
+
+            return go
 
         rps = interleave({f"c{c}": rps_trial(c) for c in (1, 8, 32)}, cfg.trials)
     for key, runs in rps.items():
-        result.estimates[f"rps_{key}"] = estimate([r.throughput for r in runs])
-    result.estimates["p95_ms_c32"] = percentile_estimate([r.histogram for r in rps["c32"]], 95)
+        result.estimates[f"rps_{key}"] = estimate(
+            [r.throughput for r in runs], noisy=result.phase_noisy(f"rps_{key}")
+        )
+    result.estimates["p95_ms_c32"] = percentile_estimate(
+        [r.histogram for r in rps["c32"]], 95, noisy=result.phase_noisy("rps_c32")
+    )
     legacy.update({k: e.median for k, e in result.estimates.items()})
     legacy.update({
         "stage_p95_ms": {k: h.percentile_ms(95) for k, h in sorted(stages.items())},

@@ -38,6 +38,7 @@ class Rates:
     detected: dict[str, int] = field(default_factory=dict)  # slowdown % -> A/B comparisons flagged
     baseline_ms: float = 0.0
     measured_change: dict[str, float] = field(default_factory=dict)  # slowdown % -> median change seen
+    trials: dict[str, list[list[float]]] = field(default_factory=dict)  # arm -> per-comparison trial p50s
 
     @property
     def smallest_reliable(self) -> int | None:
@@ -85,7 +86,7 @@ def measure(
 ) -> Rates:
     from perflab.bench.search import Config, SearchBench
 
-    cfg = Config(rows=rows, users=min(200, max(2, rows // 40)), serve_workers=2)
+    cfg = Config(rows=rows, users=min(200, max(2, rows // 40)), serve_workers=1)
     with SearchBench(settings, cfg, log=log) as bench:
         bench.wait_answering(bench.url)
         base = bench.warm(1, max(requests, 400))
@@ -109,10 +110,14 @@ def measure(
                     trials[arm][-1].append(bench.warm(1, requests, url=url).histogram.percentile_ms(50))
             partial = rates({k: v for k, v in trials.items()})
             log(
+                "trials " + json.dumps({arm: [round(x, 4) for x in runs[-1]] for arm, runs in trials.items()})
+            )
+            log(
                 f"comparison {i + 1}/{comparisons}: A/A flagged {partial.false_alarms}, A/B {partial.detected}"
             )
     out = rates(trials)
     out.baseline_ms = round(baseline, 3)
+    out.trials = {arm: [[round(x, 4) for x in t] for t in runs] for arm, runs in trials.items()}
     return out
 
 
@@ -120,7 +125,12 @@ def selftest(settings: Settings, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="perflab selftest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000, help="media in the seeded library")
     parser.add_argument("--comparisons", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=300, help="requests per trial")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=2000,
+        help="requests per trial (a trial of ~1 s rides out a neighbour's burst that a 0.2 s one would not)",
+    )
     parser.add_argument("--slowdowns", default="20,10,5", help="slowdowns to inject, %% of the baseline p50")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -103,7 +103,7 @@ def loadtest(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--steps", help="step through concurrency levels, e.g. 1,8,32 (LoadTestShape)")
     parser.add_argument("--step-seconds", type=float, default=20.0)
     parser.add_argument("--open-rate", type=float, default=0.0, help="open model: requests/s per user")
-    parser.add_argument("--p95-slo-ms", type=float, default=2000.0)
+    parser.add_argument("--p95-slo-ms", type=float, help="search p95 gate (default: slo.toml's load.p95_ms)")
     parser.add_argument("--seeded-users", type=int, default=20, help="sign in as user1..userN@example.com")
     parser.add_argument("--serve-workers", type=int, default=2, help="uvicorn workers of the local service")
     parser.add_argument("--out", type=Path, help="output folder (default reports/loadtest-<time>)")

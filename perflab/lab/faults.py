@@ -49,7 +49,6 @@ from perflab.servers.redis_cluster import EmbeddedCluster
 
 LAB_SCHEMA = "faultlab"
 LAB_PREFIX = "faultlab"
-SEARCH_TARGET_MS = 2000.0  # the seed's search latency target: p95 under a fault stays below it
 
 
 @dataclass(frozen=True)
@@ -244,22 +243,37 @@ class FaultLab:
 
     # -- running a scenario ---------------------------------------------------------------------
     def run(
-        self, name: str, before_s: float, inject: Callable[[Callable[[str], None]], None], after_s: float
+        self,
+        name: str,
+        before_s: float,
+        inject: Callable[[Callable[[str], None]], None],
+        after_s: float,
+        *,
+        warm_s: float = 0.0,
     ) -> ScenarioResult:
-        """Traffic for `before_s`, then `inject(mark)` (which marks its events), then `after_s` more."""
+        """Traffic for `before_s`, then `inject(mark)` (which marks its events), then `after_s` more.
+
+        With `warm_s`, the same traffic (same users, sessions and query streams) runs that long first,
+        and its requests are not counted: the scenario starts on caches those very users have filled,
+        so a baseline taken before the fault is a warm one.
+        """
         events: dict[str, float] = {}
 
         def mark(event: str) -> None:
             events[event] = self.clock()
 
         traffic = Traffic(self.url, self._traffic(len(self.results) + 1), self.photos, clock=self.clock)
-        start = self.clock()
         with traffic:
+            time.sleep(warm_s)
+            start = self.clock()
             time.sleep(before_s)
             inject(mark)
             time.sleep(after_s)
-        result = ScenarioResult(name, start, self.clock(), traffic.records, events)
+        records = traffic.records
+        counted = [x for x in records if x.t >= start]
+        result = ScenarioResult(name, start, self.clock(), counted, events)
         result.figures = _counts(result.records)
+        result.figures["warmup_requests"] = len(records) - len(counted)
         self.results.append(result)
         return result
 

@@ -11,13 +11,19 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perflab.config import project_root
 from perflab.errors import PerflabError
+from perflab.lab.phase import Phase
+from perflab.lab.slo import threshold
 from perflab.net import free_port
+
+P95_FIGURE = "load.p95_ms"  # the slo.toml figure the quitting hook gates search p95 on
+MARKS_ENV = "PERFLAB_LOAD_MARKS"  # the locustfile appends "start" / "stop" when the test starts / stops
 
 
 @dataclass
@@ -31,6 +37,11 @@ def _locustfiles(steps: str | None) -> str:
     folder = project_root() / "loadtests"
     files = [folder / "locustfile.py"] + ([folder / "step_shape.py"] if steps else [])
     return ",".join(str(f) for f in files)
+
+
+def default_p95_slo_ms() -> float:
+    """The load test's p95 gate: slo.toml's bound on load.p95_ms (never a second copy of the number)."""
+    return threshold(P95_FIGURE)
 
 
 # The closed-model scenarios: Uploader and SessionChurn run one user each (`fixed_count`), searchers the rest.
@@ -61,18 +72,25 @@ def run_locust(
     steps: str | None = None,
     step_seconds: float = 20.0,
     open_rate: float = 0.0,
-    p95_slo_ms: float = 2000.0,
+    p95_slo_ms: float | None = None,
     seeded_users: int = 20,
     seed: int = 42,
     timeout: float | None = None,
+    phase: Phase | None = None,
 ) -> LoadtestResult:
+    """Run Locust into `out`. `p95_slo_ms` defaults to slo.toml's load.p95_ms. With `phase`, the phase
+    is started when Locust starts the test and stopped when it stops it (the locustfile marks both),
+    so its CPU and noise cover the requests Locust counts, not Locust's own start-up and shut-down."""
     check_users(users, steps, open_rate)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "locust_summary.json"
+    marks = out / "locust_marks"
+    marks.unlink(missing_ok=True)
     env = {
         **os.environ,
         "PERFLAB_LOAD_SUMMARY": str(summary_path),
-        "PERFLAB_LOAD_P95_MS": str(p95_slo_ms),
+        MARKS_ENV: str(marks),
+        "PERFLAB_LOAD_P95_MS": str(p95_slo_ms if p95_slo_ms is not None else default_p95_slo_ms()),
         "PERFLAB_LOAD_OPEN_RATE": str(open_rate),
         "PERFLAB_LOAD_USERS": str(seeded_users),
         "PERFLAB_LOAD_SEED": str(seed),
@@ -105,7 +123,7 @@ def run_locust(
         else:
             main = subprocess.Popen([*locust, *common], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            code = main.wait(timeout=timeout)
+            code = _wait(main, timeout, marks, phase)
         except subprocess.TimeoutExpired as exc:
             main.kill()
             raise PerflabError(f"locust did not finish within {timeout}s (see {out / 'locust.log'})") from exc
@@ -121,6 +139,31 @@ def run_locust(
         log.close()
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return LoadtestResult(code, out, summary)
+
+
+def _wait(main: subprocess.Popen[bytes], timeout: float | None, marks: Path, phase: Phase | None) -> int:
+    """Wait for Locust's master; with `phase`, start and stop it at the locustfile's marks (polled)."""
+    if phase is None:
+        return main.wait(timeout=timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    state = ""  # "" -> "start" -> "stop"
+    try:
+        while True:
+            try:
+                return main.wait(timeout=0.02)
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise
+            seen = marks.read_text().split() if marks.exists() else []
+            if not state and "start" in seen:
+                phase.start()
+                state = "start"
+            if state == "start" and "stop" in seen:
+                phase.stop()
+                state = "stop"
+    finally:
+        if state == "start":  # the master quit without a stop mark: end the phase where the run ended
+            phase.stop()
 
 
 def read_run(folder: Path) -> tuple[dict[str, Any], Any]:

@@ -3,6 +3,9 @@
 with Phase("warm", sources) as ph:
     result = run_closed(...)
 ph.finish(result.requests)      # -> ph.record: cpu_ms_per_request + noise
+
+`start()` / `stop()` do what `with` does, for a phase that begins and ends on another process's signal
+(perflab.lab.loadtest: Locust's test start and stop, not its start-up).
 """
 
 from __future__ import annotations
@@ -40,18 +43,31 @@ class Phase:
         self._cpu0: cpu.CpuReading | None = None
         self._cpu1: cpu.CpuReading | None = None
 
-    def __enter__(self) -> Phase:
+    def start(self) -> None:
+        """Begin measuring (what `with` does; called directly when the phase begins elsewhere, e.g.
+        when Locust starts its test in another process)."""
         self._stat0 = noise.cpu_times()
         self._cpu0 = cpu.read(self.sources)
         self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        self._seconds = time.perf_counter() - self._t0
+        self._cpu1 = cpu.read(self.sources)
+        self._stat1 = noise.cpu_times()
+
+    @property
+    def measured(self) -> bool:
+        """Whether the phase ran (started and stopped), so `finish` has readings to work on."""
+        return self._cpu0 is not None and self._cpu1 is not None
+
+    def __enter__(self) -> Phase:
+        self.start()
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._seconds = time.perf_counter() - self._t0
-        self._cpu1 = cpu.read(self.sources)
-        self._stat1 = noise.cpu_times()
+        self.stop()
 
     def finish(self, requests: int) -> PhaseRecord:
         """The phase's record, once the block has run `requests` requests."""

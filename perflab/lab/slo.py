@@ -94,15 +94,22 @@ def _ci(value: Any) -> tuple[float, float] | None:
     return None
 
 
-def threshold(figure: str, path: Path | None = None) -> float:
-    """The bound slo.toml sets on `figure` (the first objective on it): how plots and load tests draw
-    the target line without writing the number a second time."""
+def threshold(figure: str, path: Path | None = None, *, profile: str | None = None) -> float:
+    """The bound slo.toml sets on `figure` (the first objective on it; with `profile`, the first one
+    written for that profile, else the first for every profile): how plots, load tests and benches
+    draw or apply the target without writing the number a second time."""
     from perflab.config import project_root
 
-    for obj in load(path or project_root() / "notebooks" / "slo.toml"):
-        if obj.figure == figure:
-            return obj.threshold
-    raise ConfigError(f"slo.toml sets no objective on {figure!r}")
+    objectives = [o for o in load(path or project_root() / "notebooks" / "slo.toml") if o.figure == figure]
+    if profile is not None:
+        objectives = [o for o in objectives if profile in o.profiles] + [
+            o for o in objectives if not o.profiles
+        ]
+    if not objectives:
+        raise ConfigError(
+            f"slo.toml sets no objective on {figure!r}" + (f" for profile {profile!r}" if profile else "")
+        )
+    return objectives[0].threshold
 
 
 def evaluate(

