@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from perflab.db import (
     drop_schema,
     migrate,
 )
-from perflab.db.indexes import vector_indexes
+from perflab.db.indexes import BlockingProbe, vector_indexes
 from perflab.servers import Endpoints
 
 DIM = 16
@@ -146,6 +147,51 @@ def test_large_load_rebuilds_the_vector_index_small_one_does_not(conn) -> None:
     # migration 0005: a halfvec expression index over the vector column
     assert "halfvec_cosine_ops" in definition and "ef_construction='128'" in definition
     assert conn.execute("SELECT count(*) FROM media_embeddings").fetchone() == (1700,)
+
+
+def test_batched_load_commits_each_batch_then_builds_the_index(conn, servers, base_settings) -> None:
+    """batch_rows: no transaction of the load holds a snapshot for long (a concurrent index build in
+    another schema waits for one batch, not the load), and the index is built once after the rows."""
+    owner = UserRow(id=uuid.uuid4(), email="b@test.invalid")
+    media, vectors = rows(1300, owner.id)
+    jobs = [JobRow(m.media.id, "thumbnail", "completed", T0) for m in media[:700]]
+    result = bulk_load(
+        conn, users=[owner], media=media, embeddings=vectors, model_name="m", jobs=jobs,
+        progress=False, batch_rows=500, rebuild_vector_index=True,
+    )  # fmt: skip
+    assert result.batches == 1 + 3 + 2  # users, media in 3 batches of <= 500, jobs in 2
+    assert result.rebuilt_indexes == ["idx_media_embeddings_hnsw"] and result.longest_batch_s > 0
+    assert conn.execute("SELECT count(*) FROM media_embeddings").fetchone() == (1300,)
+    assert conn.execute("SELECT count(*) FROM processing_jobs").fetchone() == (700,)
+    hits = VectorSearch(conn, exact_threshold=10).search(owner.id, vectors[8], k=1, path="hnsw")
+    assert hits[0].media_id == media[8].media.id  # completed (odd rows are pending)
+    with pytest.raises(InvalidInput, match="batch_rows"):
+        bulk_load(conn, media=media, embeddings=vectors, model_name="m", batch_rows=0)
+
+
+def test_blocking_probe_sees_a_transaction_that_holds_a_snapshot(conn, servers, base_settings) -> None:
+    """A concurrent index build waits for every older snapshot in the database: the probe's samples
+    show it, so the bench can say how long its load held other work up."""
+    schema = f"{base_settings.db_schema}_probe{uuid.uuid4().hex[:6]}"
+    with (
+        connect(base_settings, servers.database_url) as holder,
+        connect(base_settings, servers.database_url) as pc,
+    ):
+        with BlockingProbe(pc, schema, interval_s=0.05) as probe:
+            while not probe.waits:  # one sample before the snapshot
+                time.sleep(0.02)
+            with holder.transaction():
+                holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                holder.execute("SELECT 1").fetchone()  # takes the snapshot, held until commit
+                held = time.perf_counter()
+                time.sleep(1.0)
+            released = time.perf_counter() - held
+            n = len(probe.waits)
+            while len(probe.waits) < n + 1:
+                time.sleep(0.02)
+        summary = probe.summary()
+    assert summary["samples"] >= 2
+    assert summary["max_s"] >= 0.5 * released  # some build waited for the held snapshot
 
 
 @pytest.mark.parametrize(

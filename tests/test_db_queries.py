@@ -131,3 +131,14 @@ def test_server_versions_names_postgres_and_pgvector(db_pool) -> None:
 
     v = server_versions(db_pool)
     assert v.postgres[0].isdigit() and v.pgvector and v.pgvector_available
+
+
+def test_pool_hands_out_the_connection_returned_last(base_settings, servers) -> None:
+    """Serial requests stay on one warm backend instead of rotating through every idle connection."""
+    with make_pool(base_settings, servers.database_url, min_size=3, max_size=3, open=True) as pool:
+        pool.wait()
+        with pool.connection() as a, pool.connection() as b:
+            pids = (a.info.backend_pid, b.info.backend_pid)  # b goes back first, then a
+        for _ in range(4):
+            with pool.connection() as c:
+                assert c.info.backend_pid == pids[0]

@@ -14,6 +14,7 @@ import pytest
 from perflab.bench.vector import clustered
 from perflab.config import Settings
 from perflab.db import (
+    EmbedderMismatch,
     InvalidInput,
     MediaRow,
     NewMedia,
@@ -21,8 +22,10 @@ from perflab.db import (
     UserRow,
     VectorSearch,
     bulk_load,
+    check_embedder,
     connect,
     drop_schema,
+    library_embedders,
     make_pool,
     migrate,
 )
@@ -155,6 +158,43 @@ def test_recall_against_exact_search(db_pool, lib) -> None:
         assert all(abs(h.similarity - (1 - h.distance)) < 1e-9 for h in exact_hits)
     assert np.mean(exact) == 1.0
     assert np.mean(approx) >= 0.95
+
+
+def test_each_search_runs_with_its_own_ef_search(db_conn, lib) -> None:
+    """The HNSW settings are session settings of the connection, sent only when they change: a search
+    with another ef_search must still get its own, a failed search must not leave its settings
+    believed, and inside a caller's transaction they end with that transaction."""
+    vs = VectorSearch(db_conn, dim=384)
+    big, q = lib["big"], lib["queries"][0]
+
+    def ef_now() -> str:
+        return db_conn.execute("SELECT current_setting('hnsw.ef_search')").fetchone()[0]
+
+    vs.search(big.user, q, ef_search=37, path="hnsw")
+    assert ef_now() == "37"
+    vs.search(big.user, q, ef_search=55, path="hnsw")
+    assert ef_now() == "55"
+    with db_conn.transaction():
+        vs.search(big.user, q, ef_search=81, path="hnsw")
+        assert ef_now() == "81"
+    assert ef_now() == "55"  # the caller's transaction kept them local
+    undeclared = VectorSearch(db_conn)  # no dim: a 3-d query is refused by the server, in the pipeline
+    with pytest.raises(InvalidInput):
+        undeclared.search(big.user, [1.0, 0.0, 0.0], ef_search=66, path="hnsw")
+    assert ef_now() == "55"  # rolled back with the failed search
+    vs.search(big.user, q, ef_search=66, path="hnsw")
+    assert ef_now() == "66"
+
+
+def test_library_embedder_is_checked(db_conn, lib) -> None:
+    """The service can refuse to search a library with another embedder's query vectors."""
+    assert library_embedders(db_conn) == ["test-clustered"]
+    assert library_embedders(db_conn, lib["big"].user) == ["test-clustered"]
+    check_embedder(db_conn, "test-clustered")
+    with pytest.raises(EmbedderMismatch, match="made by test-clustered, not by onnx-int8"):
+        check_embedder(db_conn, "onnx-int8", lib["big"].user)
+    assert library_embedders(db_conn, uuid.uuid4()) == []  # an empty library passes
+    check_embedder(db_conn, "onnx-int8", uuid.uuid4())
 
 
 def test_small_library_is_exact(db_pool, lib) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import threading
 import time
 import uuid
@@ -52,11 +53,13 @@ from perflab.db import (
     migrate,
 )
 from perflab.db.indexes import (
+    BlockingProbe,
     IndexDef,
     build_indexes,
     index_block_reads,
     index_sizes,
     maintenance_work_mem_for,
+    table_size,
 )
 from perflab.db.vector import EXACT_THRESHOLD, IndexKind, raw_knn_sql
 from perflab.db.versions import server_versions
@@ -70,6 +73,7 @@ MODEL = "bench-clustered"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 MATRIX_SHARES = (0.01, 0.10, 0.50, 0.99)
 VECTOR_INDEX = "idx_media_embeddings_hnsw_vector"
+BATCH_ROWS = 50_000  # committed COPY batches above 200k rows (bulk.py: no load-long transaction)
 
 
 @dataclass
@@ -179,7 +183,8 @@ def run(
     log: Any,
     trials: int = 5,
     kinds: tuple[IndexKind, ...] | None = None,
-    parallel_workers: int = 2,
+    parallel_workers: int = 1,
+    batch_rows: int | None = None,
 ) -> dict[str, Any]:
     """Load, build, measure; returns the JSON envelope (legacy keys + contract figures)."""
     dims = settings.embedding_dim
@@ -214,18 +219,28 @@ def run(
             )
             for i in range(rows)
         ]
-        log(f"loading {rows} x {dims} into {schema} ...")
-        t_load = time.perf_counter()
-        load = bulk_load(
-            conn,
-            users=users,
-            media=media,
-            embeddings=data.vectors,
-            model_name=MODEL,
-            rebuild_vector_index=True,
-            progress=False,
-            parallel_workers=parallel_workers,
+        batch = batch_rows if batch_rows is not None else (BATCH_ROWS if rows > 200_000 else None)
+        log(
+            f"loading {rows} x {dims} into {schema} ({'one transaction' if batch is None else f'batches of {batch}'}) ..."
         )
+        t_load = time.perf_counter()
+        probe_conn = connect(s, url)
+        try:
+            with BlockingProbe(probe_conn, schema) as probe:
+                load = bulk_load(
+                    conn,
+                    users=users,
+                    media=media,
+                    embeddings=data.vectors,
+                    model_name=MODEL,
+                    rebuild_vector_index=True,
+                    progress=False,
+                    parallel_workers=parallel_workers,
+                    batch_rows=batch,
+                )
+        finally:
+            probe_conn.close()
+        log(f"loaded: copy {load.copy_s:.1f} s, hnsw {load.index_s:.1f} s, probe {probe.summary()}")
         del media, users
         vector_build_s = None
         if "vector" in kinds:
@@ -242,6 +257,7 @@ def run(
         btree_s = time.perf_counter() - t0
         load_wall_s = time.perf_counter() - t_load
         size = index_sizes(conn)
+        table_bytes = table_size(conn)
         versions = server_versions(conn)
         hnsw_opts = conn.execute(
             "SELECT reloptions FROM pg_class WHERE relname = 'idx_media_embeddings_hnsw' AND relnamespace = %s::regnamespace",
@@ -292,8 +308,16 @@ def run(
 
                 raw_sql = raw_knn_sql(raw_kind, dims).encode() if raw_kind else b""
 
+                raw_recall: list[float] = []
+
                 def raw_one(i: int) -> None:
-                    raw.execute(raw_sql, {"u": uid, "q": data.queries[i], "k": k}, prepare=True).fetchall()
+                    got = raw.execute(
+                        raw_sql, {"u": uid, "q": data.queries[i], "k": k}, prepare=True
+                    ).fetchall()
+                    t = truth[i]
+                    raw_recall.append(
+                        len({row_of[g[0]] for g in got} & t) / max(1, min(k, len(t))) if t else 1.0
+                    )
 
                 for i in range(min(10, n_q)):  # warm both
                     one(i)
@@ -333,7 +357,8 @@ def run(
                     raw95 = percentile_estimate(runs["raw"], 95)
                     ratio = estimate([a.percentile_ms(95) / b.percentile_ms(95)
                                       for a, b in zip(runs["perflab"], runs["raw"], strict=True)])  # fmt: skip
-                    out.update({"raw_p95_ms": raw95.median, "raw_p95_ci95": list(raw95.ci95),
+                    out.update({"raw_recall_at_10": round(float(np.mean(raw_recall)), 4),
+                                "raw_p95_ms": raw95.median, "raw_p95_ci95": list(raw95.ci95),
                                 "p95_vs_raw": round(ratio.median, 3),
                                 "p95_vs_raw_ci95": [round(x, 3) for x in ratio.ci95]})  # fmt: skip
                     if label:
@@ -363,7 +388,7 @@ def run(
                                     "build_s": round(build_s[kind] or 0.0, 2),
                                     "index_mb": round(size.get(index_name[kind], 0) / 2**20, 2),
                                     "vector_type": kind,
-                                    **{x: r[x] for x in ("p95_ci95", "trials", "raw_p95_ms", "raw_p95_ci95",
+                                    **{x: r[x] for x in ("p95_ci95", "trials", "raw_recall_at_10", "raw_p95_ms", "raw_p95_ci95",
                                                          "p95_vs_raw", "p95_vs_raw_ci95")}})  # fmt: skip
             time.sleep(1.2)  # let the pool's backends flush their I/O counters
             hits_after = index_block_reads(conn)
@@ -452,8 +477,8 @@ def run(
         "data": f"clustered synthetic: {rows} unit vectors in 100 gaussian clusters, seed {seed}; "
         f"{queries} held-out queries from the same clusters; ground truth = numpy brute force",
         "k": k,
-        "search": "perflab.db.VectorSearch.search (pooled psycopg, prepared statements, SET LOCAL ef_search,"
-        " over-fetch to ef and exact re-rank)",
+        "search": "perflab.db.VectorSearch.search (pooled psycopg, session ef_search sent when it changes,"
+        " one statement per search, k candidates ordered by exact distance)",
         "raw": "one psycopg connection, prepared `SELECT media_file_id ... ORDER BY <index expr> LIMIT k`,"
         " session SET hnsw.ef_search / iterative_scan; same queries, same trials, interleaved",
         "configs_user": f"user A owns {data.user_sizes['A']} of {rows} rows; the HNSW graph holds all rows",
@@ -479,6 +504,16 @@ def run(
             "parallel_workers": parallel_workers,
             "maintenance_work_mem": load.maintenance_work_mem,
             "hnsw_options": hnsw_opts[0] if hnsw_opts else None,
+            "batches": load.batches,
+            "longest_batch_s": round(load.longest_batch_s, 2),
+            "blocking_probe": probe.summary(),
+        },
+        "memory": {
+            "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "table_mb": round(table_bytes / 2**20, 1),
+            "hnsw_index_mb": round(size.get("idx_media_embeddings_hnsw", 0) / 2**20, 1),
+            "maintenance_work_mem": load.maintenance_work_mem,
+            "shared_buffers": versions.shared_buffers,
         },
         "server": {
             "postgres": versions.postgres,
@@ -530,6 +565,12 @@ def main(settings: Settings, argv: list[str]) -> int:
         default=None,
         help="HNSW index kinds: halfvec,vector (default both up to 200k rows, then halfvec)",
     )
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        help=f"commit the load every N rows (default {BATCH_ROWS} above 200k rows, else one transaction)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (otherwise a table)")
     args = parser.parse_args(argv)
     if args.rows < 1000:
@@ -557,6 +598,7 @@ def main(settings: Settings, argv: list[str]) -> int:
         log=log,
         trials=args.trials,
         kinds=kinds,
+        batch_rows=args.batch_rows,
     )
     if args.json:
         print(json.dumps(result, separators=(",", ":"), default=str))

@@ -5,6 +5,12 @@ then CREATE INDEX with a large maintenance_work_mem. When the load at least doub
 its HNSW index is dropped first and rebuilt once afterwards, because building the graph in one pass is
 many times faster than inserting each row into it. Everything up to the rebuilt index is one
 transaction: a failed load leaves the tables (and the index) as they were.
+
+With `batch_rows` the load commits every batch instead (a bench's own schema at 1M rows): no
+transaction lives longer than one batch of COPY, so a CREATE INDEX CONCURRENTLY elsewhere in the
+database waits for a batch, not for the whole load. The index is built after the last batch, in its
+own transaction (a snapshot held for the whole build: that is the one long wait left). A failed
+batched load leaves the batches before it.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class BulkLoadResult:
     analyze_s: float
     rebuilt_indexes: list[str]
     maintenance_work_mem: str | None
+    batches: int = 1  # transactions the rows went in (1 unless batch_rows)
+    longest_batch_s: float = 0.0  # the longest of those transactions (batched loads), seconds
 
 
 _USER_COLS = (
@@ -139,12 +147,16 @@ def bulk_load(
     progress: bool | None = None,
     parallel_workers: int = 1,
     prepare: Callable[[psycopg.Connection[Any]], None] | None = None,
+    batch_rows: int | None = None,
 ) -> BulkLoadResult:
     """Load everything in one transaction, then ANALYZE. `embeddings[i]` belongs to `media[i]`.
 
     rebuild_vector_index=None decides by size (rebuild when the load at least doubles the table);
     progress=None shows a bar when stderr is a terminal; `prepare(conn)` runs first in the load's
-    transaction (seed.py deletes the rows it replaces there)."""
+    transaction (seed.py deletes the rows it replaces there). `batch_rows` commits every that many
+    media rows (with their embeddings), then builds the index (module docstring)."""
+    if batch_rows is not None and (batch_rows < 1 or prepare is not None):
+        raise InvalidInput("batch_rows must be positive, and a batched load takes no prepare step")
     if media and (embeddings is None or not model_name):
         raise InvalidInput("media rows need their embeddings and the model_name that made them")
     vectors = (
@@ -158,6 +170,9 @@ def bulk_load(
         m.media.validate()
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise InvalidInput("bulk_load needs a connection that is not inside a transaction")
+    if batch_rows is not None:
+        return _batched_load(conn, users, media, vectors, model_name, jobs, rebuild_vector_index,
+                             progress, parallel_workers, batch_rows)  # fmt: skip
     now = datetime.now(UTC)
     show = sys.stderr.isatty() if progress is None else progress
     total = len(users) + 2 * len(media) + len(jobs)
@@ -226,6 +241,103 @@ def bulk_load(
         rebuilt_indexes=[d.name for d in defs],
         maintenance_work_mem=mwm,
     )
+
+
+def _batched_load(
+    conn: psycopg.Connection[Any],
+    users: Sequence[UserRow],
+    media: Sequence[MediaRow],
+    vectors: np.ndarray,
+    model_name: str,
+    jobs: Sequence[JobRow],
+    rebuild_vector_index: bool | None,
+    progress: bool | None,
+    parallel_workers: int,
+    batch_rows: int,
+) -> BulkLoadResult:
+    """bulk_load with a commit every `batch_rows` media rows, then the index in its own transaction."""
+    now = datetime.now(UTC)
+    show = sys.stderr.isatty() if progress is None else progress
+    total = len(users) + 2 * len(media) + len(jobs)
+    t0 = time.perf_counter()
+    existing = conn.execute("SELECT count(*) FROM media_embeddings").fetchone()[0]  # type: ignore[index]
+    rebuild = rebuild_vector_index if rebuild_vector_index is not None else len(media) >= max(existing, 1000)
+    defs = vector_indexes(conn) if rebuild and media else []
+    mwm = maintenance_work_mem_for(existing + len(media), vectors.shape[1]) if defs else None
+    drop_indexes(conn, defs)
+    longest, batches = 0.0, 0
+    with tqdm(total=total, disable=not show, unit="row", unit_scale=True, file=sys.stderr) as bar:
+
+        def committed(step: Callable[[], None]) -> None:
+            nonlocal longest, batches
+            t = time.perf_counter()
+            with conn.transaction():
+                step()
+            longest, batches = max(longest, time.perf_counter() - t), batches + 1
+
+        committed(
+            lambda: _copy(conn, "users", _USER_COLS, _USER_TYPES, (_user_tuple(u, now) for u in users), bar)
+        )
+        for lo in range(0, len(media), batch_rows):
+            part = media[lo : lo + batch_rows]
+            vs = vectors[lo : lo + batch_rows]
+
+            def step(part: Sequence[MediaRow] = part, vs: np.ndarray = vs) -> None:
+                _copy(
+                    conn, "media_files", _MEDIA_COLS, _MEDIA_TYPES, (_media_tuple(m, now) for m in part), bar
+                )
+                _copy(
+                    conn,
+                    "media_embeddings",
+                    _EMB_COLS,
+                    _EMB_TYPES,
+                    _emb_tuples(part, vs, model_name, now),
+                    bar,
+                )
+
+            committed(step)
+        for lo in range(0, len(jobs), batch_rows):
+            jpart = jobs[lo : lo + batch_rows]
+
+            def jstep(jpart: Sequence[JobRow] = jpart) -> None:
+                _copy(conn, "processing_jobs", _JOB_COLS, _JOB_TYPES, _job_tuples(jpart), bar)
+
+            committed(jstep)
+        copy_s = time.perf_counter() - t0
+        index_s = 0.0
+        if defs:
+            bar.set_description(f"CREATE INDEX {', '.join(d.name for d in defs)}")
+            index_s = build_indexes(
+                conn, defs, maintenance_work_mem=mwm or "64MB", parallel_workers=parallel_workers
+            )
+    t1 = time.perf_counter()
+    with autocommit(conn):
+        for table in ("users", "media_files", "media_embeddings", "processing_jobs"):
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+    return BulkLoadResult(
+        users=len(users), media=len(media), jobs=len(jobs), copy_s=copy_s, index_s=index_s,
+        analyze_s=time.perf_counter() - t1, rebuilt_indexes=[d.name for d in defs],
+        maintenance_work_mem=mwm, batches=batches, longest_batch_s=longest,
+    )  # fmt: skip
+
+
+def _emb_tuples(
+    media: Sequence[MediaRow], vectors: np.ndarray, model_name: str, now: datetime
+) -> Iterable[tuple[Any, ...]]:
+    for m, v in zip(media, vectors, strict=True):
+        yield (
+            m.media.id,
+            m.user_id,
+            m.media.media_type,
+            m.media.status,
+            m.media.uploaded_at or now,
+            v,
+            model_name,
+        )
+
+
+def _job_tuples(jobs: Sequence[JobRow]) -> Iterable[tuple[Any, ...]]:
+    return ((j.media_file_id, j.job_type, j.status, j.error, j.created_at, j.completed_at) for j in jobs)
 
 
 def _user_tuple(u: UserRow, now: datetime) -> tuple[Any, ...]:

@@ -14,3 +14,17 @@ class DatabaseNotReady(PerflabError):
 
     The message names what is missing, the database, and the exact SQL or step that provides it.
     """
+
+
+class EmbedderMismatch(PerflabError):
+    """The library's vectors come from another embedder than the one asked to search them: their
+    distances would mean nothing. Re-seed the library with this embedder, or search with its own."""
+
+    def __init__(self, query_model: str, library_models: list[str]) -> None:
+        self.query_model = query_model
+        self.library_models = library_models
+        super().__init__(
+            f"the library's vectors were made by {', '.join(library_models)}, not by {query_model}:"
+            f" re-seed it with {query_model} (perflab db seed --embedder ...) or search with"
+            f" {library_models[0]}"
+        )

@@ -3,9 +3,12 @@ bulk loads, and a report of unused and missing indexes from PostgreSQL's statist
 
 from __future__ import annotations
 
+import contextlib
 import math
+import statistics
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -245,6 +248,12 @@ def index_sizes(conn: psycopg.Connection[Any], table: str = "media_embeddings") 
     return {str(name): int(size) for name, size in rows}
 
 
+def table_size(conn: psycopg.Connection[Any], table: str = "media_embeddings") -> int:
+    """Bytes on disk of `table` in the current schema: heap and TOAST, without its indexes."""
+    row = conn.execute("SELECT pg_table_size(to_regclass(%s))", (table,)).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
 def index_block_reads(
     conn: psycopg.Connection[Any], table: str = "media_embeddings"
 ) -> dict[str, tuple[int, int]]:
@@ -279,3 +288,66 @@ def scratch_copy(
                 )
             )
             conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+
+
+@dataclass
+class BlockingProbe:
+    """How long other work waits on a long load: while it is open, a thread builds and drops a tiny
+    index CONCURRENTLY in a schema of its own (`<schema>_probe`) every `interval_s` on `conn` (its own,
+    autocommit) and records each build's seconds. A concurrent build waits for every transaction in the
+    database holding an older snapshot, so a wait far above the first one is time the load blocked
+    CREATE INDEX CONCURRENTLY everywhere else in this database."""
+
+    conn: psycopg.Connection[Any]
+    schema: str
+    interval_s: float = 1.0
+    waits: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> BlockingProbe:
+        s = sql.Identifier(f"{self.schema}_probe")
+        self.conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(s))
+        self.conn.execute(sql.SQL("CREATE SCHEMA {}").format(s))
+        self.conn.execute(sql.SQL("CREATE TABLE {}.probe AS SELECT generate_series(1, 100) AS x").format(s))
+        self._thread = threading.Thread(target=self._loop, name="blocking-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        s = sql.Identifier(f"{self.schema}_probe")
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            try:
+                self.conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY probe_x ON {}.probe (x)").format(s))
+                self.conn.execute(sql.SQL("DROP INDEX {}.probe_x").format(s))
+            except psycopg.Error:
+                return  # cancelled at exit
+            self.waits.append(time.perf_counter() - t)
+            self._stop.wait(self.interval_s)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            if self._thread.is_alive():  # still waiting on someone else's snapshot: give up the sample
+                with contextlib.suppress(psycopg.Error):
+                    self.conn.cancel_safe()
+                self._thread.join(timeout=10)
+        with contextlib.suppress(psycopg.Error):
+            self.conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{self.schema}_probe"))
+            )
+
+    def summary(self) -> dict[str, Any]:
+        """Samples, median / max seconds per concurrent build, and the seconds spent waiting beyond
+        the median (the time the load held it up)."""
+        if not self.waits:
+            return {"samples": 0}
+        med = statistics.median(self.waits)
+        return {
+            "samples": len(self.waits),
+            "median_s": round(med, 3),
+            "max_s": round(max(self.waits), 2),
+            "blocked_s": round(sum(max(0.0, w - med) for w in self.waits), 1),
+        }

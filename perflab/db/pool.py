@@ -38,6 +38,21 @@ def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
         raise psycopg.OperationalError("the server closed the connection while it was idle in the pool")
 
 
+class _LifoPool(ConnectionPool):
+    """A ConnectionPool that hands out the connection returned last. psycopg_pool's own order is
+    first-in first-out, so serial requests rotate through every idle connection, each time waking a
+    different backend with cold CPU caches: at 50k rows a serial vector search took p95 2.8 ms through a
+    pool of 8 and 1.8 ms through a pool of 1. Last-in first-out keeps the work on as few backends as the
+    concurrency needs; the idle ones stay at the far end, where the pool's shrinking looks first.
+    (psycopg_pool 3.3 takes from the left of its deque under its lock: the newest moves there first.)"""
+
+    def _get_ready_connection(self, timeout: float | None) -> psycopg.Connection[Any] | None:
+        if len(self._pool) > 1:
+            self._pool.rotate(1)
+        conn: psycopg.Connection[Any] | None = super()._get_ready_connection(timeout)
+        return conn
+
+
 def make_pool(
     settings: Settings,
     url: str,
@@ -52,7 +67,7 @@ def make_pool(
     pass open=True, call `pool.open()`, or use it as a context manager. `check` vets each connection
     as it is handed out (psycopg_pool discards one that fails and, after a pause, tries another)."""
     kwargs = conninfo_kwargs(settings) | {"prepare_threshold": PREPARE_THRESHOLD}
-    return ConnectionPool(
+    return _LifoPool(
         url,
         min_size=settings.db_pool_min if min_size is None else min_size,
         max_size=settings.db_pool_max if max_size is None else max_size,

@@ -10,29 +10,33 @@ decision is remembered per (user, filter values) for `path_ttl_s`.
   Recall is 1.0 by construction. The distances are computed in a MATERIALIZED CTE so the planner cannot
   swap in the HNSW index.
 - hnsw: the HNSW index with pgvector 0.8's iterative scan (relaxed order), so the filters still leave
-  rows; the scan is over-fetched to `ef` candidates (not k: relaxed order returns them only roughly
-  nearest first), which are then re-ranked by their exact full-precision distance and cut to k. The
+  rows; the scan stops at k candidates (over-fetching more cost 30-50 % more time for under 0.004 of
+  recall@10), which are ordered by their exact full-precision distance. The
   index is a halfvec expression index by default (migration 0005: half the memory and I/O); the
-  re-rank uses the stored float32 vectors, so distances are exact either way. `hnsw.ef_search` is set
-  for this transaction only (set_config(..., true)). If the scan gives up (hnsw.max_scan_tuples) with
+  re-rank uses the stored float32 vectors, so distances are exact either way. `hnsw.ef_search` and
+  `hnsw.iterative_scan` are session settings of the connection (they affect HNSW scans only), sent
+  only when its ef_search is not already the one wanted (`_run`); the module remembers what it set
+  per connection, so a RESET ALL / DISCARD ALL on a connection searches still use is not seen. If the scan gives up (hnsw.max_scan_tuples) with
   fewer than k, the query is answered again by the exact path.
 
 The user id is a condition of the statement that ranks, and the media join repeats it, so no path can
-return another user's media. The statements are prepared, but planned per execution
-(plan_cache_mode=force_custom_plan, set locally): a generic plan would pick one plan for filters of
-every size. BEGIN, the settings, the search and COMMIT go out in one pipeline flush (one round trip).
+return another user's media. The search statements are unnamed (not prepared), so each is planned for
+its own parameters: a generic plan would pick one plan for filters of every size. A search is one
+statement and one round trip; the settings, when they change, ride in the same pipeline flush.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -41,16 +45,16 @@ import numpy as np
 import psycopg
 
 from perflab.db._validate import MEDIA_TYPES, STATUSES, as_uuid, as_vector, check_aware, check_choice
-from perflab.db.errors import InvalidInput
+from perflab.db.errors import EmbedderMismatch, InvalidInput
 from perflab.db.indexes import vector_indexes
-from perflab.db.pool import PoolOrConn, borrow
+from perflab.db.pool import PoolOrConn, autocommit, borrow
 
 SearchPath = Literal["auto", "exact", "hnsw"]
 IndexKind = Literal["halfvec", "vector"]
 Path = Literal["exact", "hnsw"]
 
 # Measured with `perflab bench vector --rows 100000` (README): below ~2,000 matching rows the exact path
-# is as fast as the index, and exact. ef_search 100 over-fetched and re-ranked gives recall@10 >= 0.99
+# is as fast as the index, and exact. ef_search 100 gives recall@10 >= 0.99
 # on clustered data with the schema's ef_construction=128.
 EXACT_THRESHOLD = 2_000
 DEFAULT_EF_SEARCH = 100
@@ -148,15 +152,31 @@ _HIT_COLUMNS = (
     " mf.storage_key, mf.tags, mf.blurhash, mf.dominant_colors"
 )
 
-# Per transaction only. force_custom_plan: these statements are prepared, and a generic plan would
-# guess one filter size for all (and could sort a large library instead of using the index).
+# Session settings for the HNSW scan (they steer nothing but HNSW scans). Set on a connection when its
+# remembered ef_search differs from the one a search wants (_SESSION), else not sent at all. Inside a
+# caller's transaction they are set for that transaction only (the last argument, is_local).
 _SETTINGS = (
-    "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+    "SELECT set_config('hnsw.ef_search', %s, %s), set_config('hnsw.iterative_scan', 'relaxed_order', %s)"
 )
+# The ef_search each connection's session holds, as set by _run (a weak map: connections come and go).
+_SESSION: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
+_SESSION_LOCK = threading.Lock()
 
 _HALFVEC_DIM = re.compile(r"halfvec\((\d+)\)")
 _WIDEN_BELOW = 0.1
+
+
+@contextlib.contextmanager
+def _one_flight(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A pipeline whose statements leave in one flush and run in one transaction: the implicit one of
+    an autocommit pipeline (one round trip) on an idle connection, the caller's own (a savepoint) on a
+    connection already inside a transaction."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        with autocommit(conn), conn.pipeline():
+            yield
+    else:
+        with conn.pipeline(), conn.transaction():
+            yield
 
 
 def _where(filters: tuple[str, ...]) -> str:
@@ -299,7 +319,13 @@ class VectorSearch:
                     ef = ef_for_selectivity(self.ef_search, k, selectivity)
                 else:
                     ef = max(self.ef_search, k)
-                params["n"] = ef
+                # The scan stops at k, as a hand-written loop's does, and the re-rank orders those k by
+                # exact float32 distance. Measured at 50k / 100k rows (user A, 50 % of the table):
+                # over-fetching 2k, 4k or ef candidates gained at most 0.004 of recall@10 at ef_search 40
+                # and nothing from 100 up, for 30-50 % more time per search (each candidate is a heap
+                # fetch and a filter check; past the first batch, a second graph walk). A higher
+                # ef_search buys that recall for less.
+                params["n"] = k
                 rows = self._run(conn, _query(chosen, names, index), params, ef)
                 if path == "auto" and chosen == "hnsw" and len(rows) < k:
                     # The iterative scan stopped at hnsw.max_scan_tuples: a very selective filter.
@@ -313,11 +339,35 @@ class VectorSearch:
     def _run(
         conn: psycopg.Connection[Any], query: str, params: dict[str, Any], ef: int
     ) -> list[tuple[Any, ...]]:
-        # BEGIN, the settings, the search and COMMIT leave in one flush: one round trip.
-        with conn.pipeline(), conn.transaction():
-            conn.execute(_SETTINGS, (str(ef),), prepare=True)
-            cur = conn.execute(query.encode(), params, prepare=True)
-        return cur.fetchall()
+        """One round trip and one wake-up, as a hand-written loop would. The search statement is not
+        prepared: an unnamed statement is planned for its own parameters every time (a generic plan
+        would guess one filter size for libraries of 100 and 70,000 rows), and that needs no
+        plan_cache_mode setting. On an idle connection (autocommit for the call) the HNSW settings are
+        session settings, sent only when this connection's ef_search is not already the one wanted, and
+        then in the same pipeline flush as the search (one implicit transaction: if the search fails,
+        the settings roll back and are forgotten). Measured at 50k rows: an explicit BEGIN / SET LOCAL /
+        COMMIT cost 4 round trips on a pooled connection, the pipeline without a transaction 1, but
+        its results came back in several reads, each a wake-up on a busy 2-core machine."""
+        sql_bytes = query.encode()
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with conn.pipeline(), conn.transaction():  # the caller's transaction: settings local to it
+                conn.execute(_SETTINGS, (str(ef), True, True), prepare=True)
+                cur = conn.execute(sql_bytes, params, prepare=False)
+            return cur.fetchall()
+        with _SESSION_LOCK:
+            current = _SESSION.get(conn)
+        with autocommit(conn):
+            if current == ef:
+                return conn.execute(sql_bytes, params, prepare=False).fetchall()
+            with _SESSION_LOCK:
+                _SESSION.pop(conn, None)
+            with conn.pipeline():
+                conn.execute(_SETTINGS, (str(ef), False, False), prepare=True)
+                cur = conn.execute(sql_bytes, params, prepare=False)
+            rows = cur.fetchall()
+        with _SESSION_LOCK:
+            _SESSION[conn] = ef
+        return rows
 
     def _schema_index(self, conn: psycopg.Connection[Any]) -> tuple[VectorIndex | None, float]:
         """The HNSW index to rank with and the table's row estimate, looked up once per `path_ttl_s`."""
@@ -357,7 +407,7 @@ class VectorSearch:
             if hit and hit[0] > now:
                 return hit[1], hit[2]
         fparams = {n: params[n] for n in ("u", *names)}
-        with conn.pipeline(), conn.transaction():
+        with _one_flight(conn):
             counted = conn.execute(
                 _count_query(names).encode(), {**fparams, "cap": self.exact_threshold + 1}, prepare=True
             )
@@ -388,6 +438,30 @@ class VectorSearch:
             index, _ = self._schema_index(conn)
             matches, _ = self._matches(conn, uid, names, {"u": uid, **fparams})
         return "exact" if matches <= self.exact_threshold or index is None else "hnsw"
+
+
+def library_embedders(source: PoolOrConn, user_id: uuid.UUID | str | None = None) -> list[str]:
+    """The embedding_model values of the library's vectors (one user's, when given), sorted: a walk
+    over the distinct values of idx_media_embeddings_model, a few index probes per model, at any size."""
+    uid = None if user_id is None else as_uuid(user_id, "user_id")
+    cond = "" if uid is None else " AND user_id = %(u)s"
+    query = (
+        "WITH RECURSIVE m(model) AS ("
+        f" (SELECT embedding_model FROM media_embeddings WHERE true{cond} ORDER BY 1 LIMIT 1)"
+        " UNION ALL SELECT (SELECT embedding_model FROM media_embeddings"
+        f" WHERE embedding_model > m.model{cond} ORDER BY 1 LIMIT 1) FROM m WHERE m.model IS NOT NULL)"
+        " SELECT model FROM m WHERE model IS NOT NULL"
+    )
+    with borrow(source) as conn:
+        return [str(r[0]) for r in conn.execute(query.encode(), {"u": uid})]
+
+
+def check_embedder(source: PoolOrConn, model_name: str, user_id: uuid.UUID | str | None = None) -> None:
+    """Refuse (EmbedderMismatch) when the library (or the user's part of it) holds vectors of any model
+    other than `model_name`; an empty library passes."""
+    models = library_embedders(source, user_id)
+    if any(m != model_name for m in models):
+        raise EmbedderMismatch(model_name, [m for m in models if m != model_name])
 
 
 def raw_knn_sql(index: IndexKind, dim: int) -> str:
