@@ -20,6 +20,7 @@ from perflab.db import (
     ZipfQuerySampler,
     connect,
     drop_schema,
+    forget_uploads,
     generate_library,
     insert_media,
     migrate,
@@ -113,6 +114,13 @@ def test_seeding_never_deletes_media_it_did_not_make(schema) -> None:
         assert "1 media" in str(info.value) and "--replace" in str(info.value)
         assert conn.execute("SELECT count(*) FROM media_files WHERE id = %s", (upload,)).fetchone() == (1,)
     assert conn.execute("SELECT count(*) FROM media_files").fetchone() == (601,)
+    assert forget_uploads(conn) == 1  # what a load test leaves behind, taken back: the seeded library again
+    assert conn.execute("SELECT count(*) FROM media_files WHERE id = %s", (upload,)).fetchone() == (0,)
+    kept = seed_library(s, conn, media=600, users=8, seed=3, embedder=emb, progress=False)
+    assert not kept.created and conn.execute("SELECT count(*) FROM media_files").fetchone() == (600,)
+    insert_media(
+        conn, uid, NewMedia(filename="again.jpg"), emb.embed(["again"])[0], model_name=emb.model_name
+    )
     again = seed_library(s, conn, media=600, users=8, seed=3, embedder=emb, progress=False, replace=True)
     assert again.created
     assert conn.execute("SELECT count(*) FROM media_files").fetchone() == (600,)

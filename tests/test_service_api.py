@@ -272,3 +272,27 @@ def test_the_public_face_resolves_every_name() -> None:
     import perflab.service
 
     assert all(getattr(perflab.service, name) is not None for name in perflab.service.__all__)
+
+
+def test_a_library_of_another_embedder_is_refused(
+    svc_settings: Settings, servers: Endpoints, tmp_path: Path
+) -> None:
+    """The seeded library holds hashing vectors: a service embedding queries with MiniLM (ONNX) must
+    refuse to search or upload into it (409, named), not rank by meaningless distances."""
+    from perflab.embed.onnx import onnx_available
+
+    if not onnx_available(svc_settings.home):
+        pytest.skip("the ONNX embedder cannot run here (no runtime or weights)")
+    on = svc_settings.replace(embedder="minilm-onnx-int8", media_root=tmp_path)
+    with connect(svc_settings, servers.database_url) as conn:
+        before = conn.execute("SELECT count(*) FROM media_files").fetchone()[0]
+    with ServiceProcess(on, workers=1, log=tmp_path / "serve.log") as svc:
+        c = _client(svc, "user3@example.com")
+        assert c.post("/sessions", json={"email": "user3@example.com"}).status_code == 201
+        r = c.get("/search", params={"q": f"a never seen query {secrets.token_hex(4)}"})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"] == "EmbedderMismatch" and "perflab-hashing-v1-384" in r.json()["detail"]
+        r = c.post("/media", files={"file": ("a.jpg", _photo(3))}, data={"caption": "a cat"})
+        assert r.status_code == 409, r.text
+    with connect(svc_settings, servers.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM media_files").fetchone()[0] == before  # nothing written

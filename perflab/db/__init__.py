@@ -10,7 +10,15 @@ from perflab.db.media import NewMedia, insert_media
 from perflab.db.migrate import MigrationResult, drop_schema, migrate
 from perflab.db.pool import autocommit, borrow, make_pool
 from perflab.db.queries import MediaRecord, QueryOptimizer, UserStats
-from perflab.db.seed import Library, SeedConflict, SeedResult, generate_library, seed_library, seeded_email
+from perflab.db.seed import (
+    Library,
+    SeedConflict,
+    SeedResult,
+    forget_uploads,
+    generate_library,
+    seed_library,
+    seeded_email,
+)
 from perflab.db.vector import Hit, SearchFilters, VectorSearch, check_embedder, library_embedders
 from perflab.db.vocabulary import QueryVocabulary, ZipfQuerySampler
 
@@ -52,6 +60,7 @@ __all__ = [
     "conninfo_kwargs",
     "create_indexes",
     "drop_schema",
+    "forget_uploads",
     "generate_library",
     "index_report",
     "insert_media",

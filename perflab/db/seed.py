@@ -275,6 +275,21 @@ def seed_library(
     )
 
 
+def forget_uploads(conn_or_pool: PoolOrConn) -> int:
+    """Delete what seeded users uploaded after seeding (a load test's uploads): the library is again
+    exactly the seeded one, so the next run measures the same library and may reuse it. Only media of
+    seeded users (`seed:` ids) dated on or after SEED_EPOCH go: nobody else's. Returns how many."""
+    with borrow(conn_or_pool) as conn:
+        cur = conn.execute(
+            "DELETE FROM media_files mf USING users s WHERE s.id = mf.user_id"
+            " AND s.firebase_uid LIKE 'seed:%%' AND mf.uploaded_at >= %(epoch)s",
+            {"epoch": SEED_EPOCH},
+        )
+        if not conn.autocommit:
+            conn.commit()
+        return cur.rowcount
+
+
 def _delete_seeded_users(conn: psycopg.Connection[Any]) -> None:
     conn.execute("DELETE FROM users WHERE firebase_uid LIKE 'seed:%'")
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from perflab.cache import CacheUnavailable
 from perflab.config import Settings
-from perflab.db.errors import InvalidInput
+from perflab.db.errors import EmbedderMismatch, InvalidInput
 from perflab.images.errors import DecompressionBomb, ImageError, TooLarge, UnsupportedFormat
 from perflab.service import endpoints
 from perflab.service.context import ServiceContext
@@ -54,6 +54,7 @@ ERROR_STATUS: dict[type[Exception], ErrorRule] = {
     CacheUnavailable: ErrorRule(503, "session store unavailable, retry shortly", retry=True),
     InvalidInput: ErrorRule(422),
     InvalidSearch: ErrorRule(422),
+    EmbedderMismatch: ErrorRule(409, named=True),
     InvalidUpload: ErrorRule(422),
     TooLarge: ErrorRule(413, named=True),
     DecompressionBomb: ErrorRule(413, named=True),

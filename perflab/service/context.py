@@ -34,6 +34,7 @@ from perflab.servers import endpoints
 from perflab.service.auth import SessionAuth
 from perflab.service.embedding import CachedEmbedder
 from perflab.service.history import SearchHistoryWriter
+from perflab.service.library import LibraryGuard
 from perflab.service.metrics import ServiceMetrics, Totals
 from perflab.service.search import SearchService
 from perflab.service.secrets import load_secret
@@ -87,6 +88,7 @@ class ServiceContext:
         )
         history = SearchHistoryWriter(pool, popularity=search_cache)
         cached_embedder = CachedEmbedder(embedder, embedding_cache)
+        guard = LibraryGuard(pool, cached_embedder.model_name)
         queries = QueryOptimizer(pool)
         search = SearchService(
             queries=queries,
@@ -94,6 +96,7 @@ class ServiceContext:
             embedder=cached_embedder,
             search_cache=search_cache,
             history=history,
+            guard=guard,
         )
         storage = LocalStorage(settings.media_dir)
         uploads = UploadService(
@@ -103,6 +106,7 @@ class ServiceContext:
             embedder=cached_embedder,
             search_cache=search_cache,
             invalidator=Invalidator(cache),
+            guard=guard,
         )
         signer = UrlSigner(load_secret(settings, "cdn", settings.cdn_signing_key))
         return cls(

@@ -20,6 +20,7 @@ from perflab.db.history import HistoryEntry
 from perflab.service.embedding import CachedEmbedder
 from perflab.service.errors import InvalidSearch
 from perflab.service.history import SearchHistoryWriter
+from perflab.service.library import LibraryGuard
 from perflab.timing import StageTimer
 
 MAX_QUERY_CHARS = 512
@@ -30,7 +31,7 @@ DEFAULT_K = 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-# Lab-only knob (`perflab selftest`): every search sleeps this many ms when set. Off by default.
+# Lab-only knob (`perflab selftest`): every search busy-waits this many ms when set. Off by default.
 LAB_EXTRA_DELAY_ENV = "PERFLAB_LAB_EXTRA_DELAY_MS"
 
 
@@ -135,8 +136,10 @@ class SearchService:
         embedder: CachedEmbedder,
         search_cache: SearchCache,
         history: SearchHistoryWriter | None = None,
+        guard: LibraryGuard | None = None,
     ) -> None:
         self.queries = queries
+        self.guard = guard
         self.vectors = vectors
         self.embedder = embedder
         self.search_cache = search_cache
@@ -169,6 +172,8 @@ class SearchService:
             results, hit = cached.results, True
         else:
             hit = False
+            if self.guard is not None:
+                self.guard.check(request.user_id)
             vec = self.embedder.embed(query, timer)
             with timer.stage("vector_search"):
                 hits = self.vectors.search(request.user_id, vec, request.k, request.filters)

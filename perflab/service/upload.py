@@ -21,6 +21,7 @@ from perflab.images import Derivative, ImagePipeline
 from perflab.images.storage import Storage, store_processed
 from perflab.service.embedding import CachedEmbedder
 from perflab.service.errors import InvalidUpload
+from perflab.service.library import LibraryGuard
 from perflab.service.retry import RetryQueue
 from perflab.timing import StageTimer
 
@@ -61,8 +62,10 @@ class UploadService:
         embedder: CachedEmbedder,
         search_cache: SearchCache,
         invalidator: Invalidator,
+        guard: LibraryGuard | None = None,
     ) -> None:
         self.pool = pool
+        self.guard = guard
         self.pipeline = pipeline
         self.storage = storage
         self.embedder = embedder
@@ -87,6 +90,8 @@ class UploadService:
         for name, value in (("caption", caption or ""), ("tags", "".join(tags)), ("file name", filename)):
             if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it here, not as a 500
                 raise InvalidUpload(f"the {name} contains a NUL character")
+        if self.guard is not None:  # before any work: a vector of another model would poison the library
+            self.guard.check(user_id)
         timer = StageTimer()
         with timer.stage("pipeline"):
             image = self.pipeline.process(data, filename=filename)
