@@ -198,18 +198,7 @@ def bulk_load(
             "media_embeddings",
             _EMB_COLS,
             _EMB_TYPES,
-            (
-                (
-                    m.media.id,
-                    m.user_id,
-                    m.media.media_type,
-                    m.media.status,
-                    m.media.uploaded_at or now,
-                    v,
-                    model_name,
-                )
-                for m, v in zip(media, vectors, strict=True)
-            ),
+            _emb_tuples(media, vectors, model_name, now),
             bar,
         )
         _copy(
@@ -217,7 +206,7 @@ def bulk_load(
             "processing_jobs",
             _JOB_COLS,
             _JOB_TYPES,
-            ((j.media_file_id, j.job_type, j.status, j.error, j.created_at, j.completed_at) for j in jobs),
+            _job_tuples(jobs),
             bar,
         )
         copy_s = time.perf_counter() - t0
