@@ -45,7 +45,7 @@ import numpy as np
 import redis
 
 from perflab.cache import CacheManager, EmbeddingCache, ShardedCluster, make_redis
-from perflab.config import Settings, is_cluster_url, project_root
+from perflab.config import Settings, is_cluster_url
 from perflab.errors import ConfigError
 from perflab.lab import slo
 from perflab.servers.registry import endpoints
@@ -57,11 +57,7 @@ SLO_PROFILE = "bench"
 
 def targets() -> dict[str, slo.Objective]:
     """{result key: its objective}: the `bench_cache.*` lines of notebooks/slo.toml."""
-    found = {
-        o.figure.removeprefix(SLO_PREFIX): o
-        for o in slo.load(project_root() / "notebooks" / "slo.toml")
-        if o.figure.startswith(SLO_PREFIX)
-    }
+    found = {o.figure.removeprefix(SLO_PREFIX): o for o in slo.load() if o.figure.startswith(SLO_PREFIX)}
     if not found:
         raise ConfigError(f"notebooks/slo.toml sets no {SLO_PREFIX}* objective")
     return found

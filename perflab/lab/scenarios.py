@@ -39,7 +39,6 @@ from typing import Any
 import redis
 
 from perflab.cache import CacheManager, Invalidator, ShardedCluster, make_redis, user_tag
-from perflab.config import project_root
 from perflab.errors import ConfigError
 from perflab.lab import slo
 from perflab.lab.badinput import BadInputReport
@@ -58,7 +57,7 @@ def _passes(figures: dict[str, Any]) -> bool:
     """Every objective notebooks/slo.toml sets on these `reliability.<name>` figures holds. None (no
     value) never holds; a figure slo.toml does not gate is a ConfigError, not a silent pass."""
     named = {f"reliability.{k}": v for k, v in figures.items()}
-    objectives = [o for o in slo.load(project_root() / "notebooks" / "slo.toml") if o.figure in named]
+    objectives = [o for o in slo.load() if o.figure in named]
     ungated = sorted(set(named) - {o.figure for o in objectives})
     if ungated:
         raise ConfigError(f"notebooks/slo.toml sets no objective on {', '.join(ungated)}")

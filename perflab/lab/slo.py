@@ -72,7 +72,12 @@ def parse(text: str, source: str = "slo.toml") -> list[Objective]:
     return out
 
 
-def load(path: Path) -> list[Objective]:
+def load(path: Path | None = None) -> list[Objective]:
+    """The objectives in `path`; by default the project's one place for gates, notebooks/slo.toml."""
+    if path is None:
+        from perflab.config import project_root
+
+        path = project_root() / "notebooks" / "slo.toml"
     if not path.is_file():
         raise ConfigError(f"SLO file {path} does not exist")
     return parse(path.read_text(), str(path))
@@ -98,9 +103,7 @@ def threshold(figure: str, path: Path | None = None, *, profile: str | None = No
     """The bound slo.toml sets on `figure` (the first objective on it; with `profile`, the first one
     written for that profile, else the first for every profile): how plots, load tests and benches
     draw or apply the target without writing the number a second time."""
-    from perflab.config import project_root
-
-    objectives = [o for o in load(path or project_root() / "notebooks" / "slo.toml") if o.figure == figure]
+    objectives = [o for o in load(path) if o.figure == figure]
     if profile is not None:
         objectives = [o for o in objectives if profile in o.profiles] + [
             o for o in objectives if not o.profiles
