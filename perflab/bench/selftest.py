@@ -108,7 +108,7 @@ def measure(
             for _ in range(MIN_TRIALS):
                 for arm, url in urls.items():  # interleaved: A A2 B20 B10 ...
                     trials[arm][-1].append(bench.warm(1, requests, url=url).histogram.percentile_ms(50))
-            partial = rates({k: v for k, v in trials.items()})
+            partial = rates(trials)
             log(
                 "trials " + json.dumps({arm: [round(x, 4) for x in runs[-1]] for arm, runs in trials.items()})
             )
