@@ -9,6 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.perflab-installed
 PROFILE ?= smoke
+RESUME ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -18,10 +19,10 @@ export TRANSFORMERS_OFFLINE := 1
 report: venv sysdeps up  ## the main job: migrate, corpus, run the notebooks under PROFILE (default smoke)
 	$(BIN)/perflab db migrate
 	$(BIN)/perflab corpus
-	$(BIN)/perflab report --profile $(PROFILE)
+	$(BIN)/perflab report --profile $(PROFILE)$(if $(RESUME), --resume $(RESUME))
 
 help:  ## list the targets
-	@echo "make [TARGET] [PROFILE=smoke|ci|full] [PYTEST_ARGS=...]   (bare make = make report)"
+	@echo "make [TARGET] [PROFILE=smoke|ci|full] [RESUME=<run-id>] [PYTEST_ARGS=...]   (bare make = make report)"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 
 test: venv sysdeps up  ## the test suite on the embedded servers (or staging's, when the URLs are set)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perflab.bench.selftest import rates
+from perflab.bench.selftest import cpu_sets, rates
 
 
 def test_rates_on_synthetic_trials() -> None:
@@ -31,3 +31,10 @@ def test_rates_on_tied_hdr_like_trials() -> None:
 
     r = rates({"A": arm(1.0), "A2": arm(1.0), "B20": arm(1.2)})
     assert r.false_alarms <= 1 and r.detected["20"] >= 19 and r.smallest_reliable == 20
+
+
+def test_placement_pins_services_and_client_apart_or_together() -> None:
+    assert cpu_sets("split", {0, 1}) == ({1}, {0})
+    assert cpu_sets("shared", {0, 1}) == ({1}, {1})
+    assert cpu_sets("split", {3}) == ({3}, {3})  # one CPU: nothing to split
+    assert cpu_sets("none", {0, 1}) is None

@@ -163,3 +163,41 @@ def test_the_load_and_images_bounds_are_written_once() -> None:
     assert loadtest.default_p95_slo_ms() == slo.threshold("load.p95_ms")
     assert slo.threshold("images.throughput_ratio_vs_pyvips", profile="full") == 1.25
     assert slo.threshold("images.ssim") == 0.95
+
+
+def test_resume_keeps_what_passed_and_runs_what_failed(tmp_path: Path, base_settings: Settings) -> None:
+    """A run whose second notebook failed, resumed: the first is not run again, the second is, and
+    the run ends ok with both notebooks' figures."""
+    import nbformat as nbf
+
+    nbdir = tmp_path / "notebooks"
+    (nbdir / "profiles").mkdir(parents=True)
+    runs, ready = tmp_path / "runs.txt", tmp_path / "ready"
+    (nbdir / "profiles" / "smoke.toml").write_text(f"[all]\nmark = {str(runs)!r}\ngate = {str(ready)!r}\n")
+    (nbdir / "slo.toml").write_text('[[slo]]\ncheck = "a.value < 2"\n[[slo]]\ncheck = "b.value < 2"\n')
+    bodies = {
+        "10_a": "open(mark, 'a').write('a\\n')\nrecord('a.value', 1.0)",
+        "20_b": "import os\nassert os.path.exists(gate), 'not ready'\nrecord('b.value', 1.0)",
+    }
+    for name, body in bodies.items():
+        nb = nbf.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        params = nbf.v4.new_code_cell("mark = ''\ngate = ''\nrun_dir = ''")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbf.v4.new_code_cell("from perflab.lab import record\n" + body)]
+        nbf.write(nb, nbdir / f"{name}.ipynb")
+    quiet = {"notebooks_dir": nbdir, "reports_dir": tmp_path / "reports", "log": lambda *_: None}
+    first = run_report(base_settings, "smoke", **quiet)  # type: ignore[arg-type]
+    assert [n.status for n in first.notebooks] == ["ok", "failed"] and first.exit_code == 1
+    with pytest.raises(ConfigError, match="profile 'smoke', not 'full'"):
+        (nbdir / "profiles" / "full.toml").write_text("")
+        run_report(base_settings, "full", resume=first.run_id, **quiet)  # type: ignore[arg-type]
+    ready.write_text("")
+    second = run_report(base_settings, "smoke", resume=first.run_id, **quiet)  # type: ignore[arg-type]
+    assert second.folder == first.folder and [n.status for n in second.notebooks] == ["ok", "ok"]
+    assert second.exit_code == 0 and runs.read_text() == "a\n"  # 10_a ran once
+    figures = json.loads((second.folder / "figures.json").read_text())
+    assert figures["a.value"] == figures["b.value"] == 1.0 and set(figures["noise"]) == {"10_a", "20_b"}
+    manifest = json.loads((second.folder / "manifest.json").read_text())
+    assert len(manifest["resumed"]) == 1 and len(manifest["calibration_before"]) == 1
+    assert manifest["state"] == "ok" and set(manifest["parameters"]) == {"10_a", "20_b"}

@@ -12,15 +12,23 @@ beyond the tolerance):
 The figure judged is warm search latency p50 at concurrency 1 (a p95 would need 1,000 requests per
 trial; at concurrency 1 the knob's delay adds to the latency one for one, so x % is x %). This is the
 lab's own experiment runner, so it calls into perflab.bench (lazily), as `perflab report` runs notebooks.
+
+Placement is a controlled variable. Unpinned on 2 cores, a c=1 trial's p50 sits in one of two modes
+~30 % apart for the whole trial (where the scheduler puts client, worker and Redis), larger than the
+slowdown to be seen. `--placement shared` (the default) pins client and services to one CPU, the same
+for every arm and trial (the shared embedded Redis and PostgreSQL are not moved, and take the other);
+`split` pins the services to one CPU and the client to another (Redis still floats); `none` leaves it
+all to the scheduler. Measured trial spreads are in docs/lab.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from perflab.config import Settings
 from perflab.errors import PerflabError
@@ -29,6 +37,17 @@ from perflab.lab.stats import MIN_TRIALS
 
 FIGURE = "search.warm_p50_ms"
 DELAY_ENV = "PERFLAB_LAB_EXTRA_DELAY_MS"  # perflab.service.search.LAB_EXTRA_DELAY_ENV
+Placement = Literal["split", "shared", "none"]
+PLACEMENTS: tuple[Placement, ...] = ("split", "shared", "none")
+
+
+def cpu_sets(placement: Placement, available: set[int]) -> tuple[set[int], set[int]] | None:
+    """(services' CPUs, client's CPUs) for a placement, or None to leave both to the scheduler.
+    Services take the highest CPU, the client the lowest (with one CPU, `split` is `shared`)."""
+    if placement == "none" or not available:
+        return None
+    server = {max(available)}
+    return server, ({min(available)} if placement == "split" else server)
 
 
 @dataclass
@@ -37,6 +56,7 @@ class Rates:
     false_alarms: int  # A/A comparisons flagged
     detected: dict[str, int] = field(default_factory=dict)  # slowdown % -> A/B comparisons flagged
     baseline_ms: float = 0.0
+    placement: str = "none"  # how client and services were pinned (see cpu_sets)
     measured_change: dict[str, float] = field(default_factory=dict)  # slowdown % -> median change seen
     trials: dict[str, list[list[float]]] = field(default_factory=dict)  # arm -> per-comparison trial p50s
 
@@ -82,12 +102,42 @@ def measure(
     comparisons: int,
     requests: int,
     slowdowns: tuple[int, ...],
+    placement: Placement = "shared",
     log: Any = print,
 ) -> Rates:
-    from perflab.bench.search import Config, SearchBench
+    from perflab.bench.search import Config
 
     cfg = Config(rows=rows, users=min(200, max(2, rows // 40)), serve_workers=1)
+    before = os.sched_getaffinity(0)
+    cpus = cpu_sets(placement, before)
+    if cpus:  # the services are this process's children: they inherit the mask it has when they start
+        os.sched_setaffinity(0, cpus[0])
+    try:
+        out = _measure(settings, cfg, comparisons, requests, slowdowns, cpus, log)
+    finally:
+        os.sched_setaffinity(0, before)
+    out.placement = placement if cpus else "none"
+    return out
+
+
+def _measure(
+    settings: Settings,
+    cfg: Any,
+    comparisons: int,
+    requests: int,
+    slowdowns: tuple[int, ...],
+    cpus: tuple[set[int], set[int]] | None,
+    log: Any,
+) -> Rates:
+    from perflab.bench.search import SearchBench
+
+    def as_(role: int) -> None:  # 0: start services (they inherit the mask), 1: drive load
+        if cpus:
+            os.sched_setaffinity(0, cpus[role])
+
     with SearchBench(settings, cfg, log=log) as bench:
+        urls = {"A": bench.url, "A2": bench.extra_service({})}
+        as_(1)
         bench.wait_answering(bench.url)
         base = bench.warm(1, max(requests, 400))
         baseline = base.histogram.percentile_ms(50)
@@ -95,12 +145,13 @@ def measure(
             raise PerflabError(
                 f"selftest: the baseline run failed ({base.errors} of {base.requests} requests)"
             )
-        urls = {"A": bench.url, "A2": bench.extra_service({})}
+        as_(0)
         for pct in slowdowns:
             urls[f"B{pct}"] = bench.extra_service({DELAY_ENV: f"{baseline * pct / 100:.3f}"})
+        as_(1)
         for url in urls.values():
             bench.wait_answering(url)
-        log(f"baseline warm p50 {baseline:.2f} ms; arms {', '.join(urls)}")
+        log(f"baseline warm p50 {baseline:.2f} ms; arms {', '.join(urls)}; CPUs (services, client) {cpus}")
         trials: dict[str, list[list[float]]] = {arm: [] for arm in urls}
         for i in range(comparisons):
             for arm in urls:
@@ -132,11 +183,16 @@ def selftest(settings: Settings, argv: list[str]) -> int:
         help="requests per trial (a trial of ~1 s rides out a neighbour's burst that a 0.2 s one would not)",
     )
     parser.add_argument("--slowdowns", default="20,10,5", help="slowdowns to inject, %% of the baseline p50")
+    parser.add_argument(
+        "--placement", choices=PLACEMENTS, default="shared",
+        help="shared: client and services on one CPU; split: services on one, client on another; none: unpinned",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     slowdowns = tuple(int(x) for x in args.slowdowns.split(",") if x.strip())
     r = measure(settings, rows=args.rows, comparisons=args.comparisons, requests=args.requests,
-                slowdowns=slowdowns, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+                slowdowns=slowdowns, placement=args.placement,
+                log=lambda m: print(m, file=sys.stderr))  # fmt: skip
     if args.json:
         print(json.dumps(r.as_dict()))
     else:

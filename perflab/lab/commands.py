@@ -25,6 +25,10 @@ def report(settings: Settings, argv: list[str]) -> int:
     parser.add_argument("--reports", type=Path, help="reports folder (default reports/)")
     parser.add_argument("--run-id", help="folder name under reports/ (default: UTC time + profile)")
     parser.add_argument(
+        "--resume", metavar="RUN_ID",
+        help="finish an earlier run of this profile: keep its notebooks that passed, run the others again",
+    )  # fmt: skip
+    parser.add_argument(
         "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
         help="override a parameter of every selected notebook (use with --only); recorded in the manifest",
     )  # fmt: skip
@@ -37,6 +41,7 @@ def report(settings: Settings, argv: list[str]) -> int:
         reports_dir=args.reports,
         run_id=args.run_id,
         overrides=parse_overrides(args.param),
+        resume=args.resume,
     )
     failed = [v for v in result.verdicts if v.status in ("fail", "missing")]
     for v in result.verdicts:

@@ -197,8 +197,13 @@ def run_report(
     slo_file: Path | None = None,
     run_id: str | None = None,
     overrides: dict[str, Any] | None = None,
+    resume: str | None = None,
     log: Any = print,
 ) -> RunResult:
+    """Run the notebooks into reports/<run_id>/. `resume` names an earlier run of the same profile:
+    its notebooks that finished ok are kept (figures, noise, parameters, time) and the others run
+    again into the same folder; a long run that failed late costs only what failed (the seeded
+    libraries are reused in any case: seeding finds its fingerprint and does nothing)."""
     import papermill
 
     root = project_root()
@@ -213,19 +218,29 @@ def run_report(
         if not names:
             raise ConfigError(f"--only {' '.join(only)} selects no notebook in {notebooks_dir}")
     planned = plan_parameters(notebooks_dir, names, prof, profile, overrides or {})
-    run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{profile}"
+    kept: list[NotebookRun] = []
+    if resume and run_id and run_id != resume:
+        raise ConfigError(f"--run-id {run_id} and --resume {resume}: a resumed run keeps its own id")
+    if resume:
+        run_id, manifest, kept = _resumable(reports_dir, resume, profile, names)
+        log(f"resuming {run_id}: keeping {', '.join(k.name for k in kept) or 'nothing'}")
+    else:
+        run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{profile}"
+        manifest = {"run_id": run_id, "profile": profile, "parameters": {}, "noise": {}}
     folder = reports_dir / run_id
     (folder / "figures").mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"run_id": run_id, "profile": profile, "provenance": collect(settings)}
+    manifest["provenance"] = collect(settings)
     manifest["overrides"] = overrides or {}
-    manifest["parameters"] = {}
-    manifest["noise"] = {}
     log("calibration probe (start)")
     cal_start = calibrate.probe(settings)
     sources: dict[str, Source] = {"lab": ProcessTree(os.getpid()), **server_sources(settings)}
     noisy_figures: set[str] = set()
-    result = RunResult(run_id, folder)
-    for name in names:
+    result = RunResult(run_id, folder, notebooks=list(kept))
+    for run in kept:
+        if manifest["noise"].get(run.name, {}).get("noisy"):
+            nb_figures = folder / "figures" / f"{run.name}.json"
+            noisy_figures.update(json.loads(nb_figures.read_text()) if nb_figures.exists() else {})
+    for name in [n for n in names if n not in {k.name for k in kept}]:
         params = planned[name] | {"run_dir": str(folder), "profile": profile}
         manifest["parameters"][name] = params
         executed = folder / f"{name}.ipynb"
@@ -259,6 +274,7 @@ def run_report(
     figures["noise"] = manifest["noise"]
     figures["calibration.index"] = manifest["calibration"]["index"]
     result.verdicts = slo.evaluate(objectives, figures, profile, partial=bool(only), noisy=noisy_figures)
+    result.notebooks.sort(key=lambda n: n.name)
     manifest["notebooks"] = [n.__dict__ for n in result.notebooks]
     manifest["ok"] = result.ok
     manifest["state"] = result.state
@@ -269,6 +285,32 @@ def run_report(
     write_index(reports_dir)
     write_history(reports_dir)
     return result
+
+
+def _resumable(
+    reports_dir: Path, run_id: str, profile: str, names: list[str]
+) -> tuple[str, dict[str, Any], list[NotebookRun]]:
+    """An earlier run's id, manifest and the selected notebooks it finished ok (kept on resume)."""
+    folder = reports_dir / run_id
+    manifest = _load(folder / "manifest.json")
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"--resume {run_id}: no readable {folder / 'manifest.json'}")
+    if manifest.get("profile") != profile:
+        raise ConfigError(
+            f"--resume {run_id}: that run is profile {manifest.get('profile')!r}, not {profile!r}"
+        )
+    kept = [
+        NotebookRun(**nb)
+        for nb in manifest.get("notebooks", [])
+        if nb.get("status") == "ok" and nb.get("name") in names
+        and (folder / "figures" / f"{nb['name']}.json").exists()
+    ]  # fmt: skip
+    manifest.setdefault("parameters", {})
+    manifest.setdefault("noise", {})
+    manifest.setdefault("resumed", []).append(datetime.now(UTC).isoformat(timespec="seconds"))
+    if "calibration" in manifest:  # the probes of the attempt before, beside this attempt's own
+        manifest.setdefault("calibration_before", []).append(manifest.pop("calibration"))
+    return run_id, manifest, kept
 
 
 def _load(path: Path) -> Any:
