@@ -2,7 +2,8 @@
 
 On one seeded library, services run side by side: A and A' (the same code) and B_x (the same code with
 the lab-only knob PERFLAB_LAB_EXTRA_DELAY_MS set to x % of A's median request latency, measured first).
-Trials are interleaved A A' B_20 B_10 ..., and each comparison takes 5 fresh trials per arm, judged by
+Trials are interleaved A A' B_20 B_10 ... (and within a trial, its requests go in blocks interleaved
+the same way, `--blocks`), and each comparison takes 5 fresh trials per arm, judged by
 the same test `perflab compare` applies to a figure measured in trials (Mann-Whitney + bootstrap CI
 beyond the tolerance):
 - A/A false-alarm rate: comparisons of A with A' that are flagged (either direction); target <= 1 / 20;
@@ -57,6 +58,7 @@ class Rates:
     detected: dict[str, int] = field(default_factory=dict)  # slowdown % -> A/B comparisons flagged
     baseline_ms: float = 0.0
     placement: str = "none"  # how client and services were pinned (see cpu_sets)
+    blocks: int = 1  # each trial's requests in this many blocks, interleaved across the arms
     measured_change: dict[str, float] = field(default_factory=dict)  # slowdown % -> median change seen
     trials: dict[str, list[list[float]]] = field(default_factory=dict)  # arm -> per-comparison trial p50s
 
@@ -103,6 +105,7 @@ def measure(
     requests: int,
     slowdowns: tuple[int, ...],
     placement: Placement = "shared",
+    blocks: int = 10,
     log: Any = print,
 ) -> Rates:
     from perflab.bench.search import Config
@@ -113,10 +116,11 @@ def measure(
     if cpus:  # the services are this process's children: they inherit the mask it has when they start
         os.sched_setaffinity(0, cpus[0])
     try:
-        out = _measure(settings, cfg, comparisons, requests, slowdowns, cpus, log)
+        out = _measure(settings, cfg, comparisons, requests, slowdowns, cpus, blocks, log)
     finally:
         os.sched_setaffinity(0, before)
     out.placement = placement if cpus else "none"
+    out.blocks = blocks
     return out
 
 
@@ -127,6 +131,7 @@ def _measure(
     requests: int,
     slowdowns: tuple[int, ...],
     cpus: tuple[set[int], set[int]] | None,
+    blocks: int,
     log: Any,
 ) -> Rates:
     from perflab.bench.search import SearchBench
@@ -157,8 +162,8 @@ def _measure(
             for arm in urls:
                 trials[arm].append([])
             for _ in range(MIN_TRIALS):
-                for arm, url in urls.items():  # interleaved: A A2 B20 B10 ...
-                    trials[arm][-1].append(bench.warm(1, requests, url=url).histogram.percentile_ms(50))
+                for arm, p50 in _trial(bench, urls, requests, blocks).items():
+                    trials[arm][-1].append(p50)
             partial = rates(trials)
             log(
                 "trials " + json.dumps({arm: [round(x, 4) for x in runs[-1]] for arm, runs in trials.items()})
@@ -170,6 +175,21 @@ def _measure(
     out.baseline_ms = round(baseline, 3)
     out.trials = {arm: [[round(x, 4) for x in t] for t in runs] for arm, runs in trials.items()}
     return out
+
+
+def _trial(bench: Any, urls: dict[str, str], requests: int, blocks: int) -> dict[str, float]:
+    """One trial of every arm: each arm's `requests` sent in `blocks` blocks, the arms' blocks
+    interleaved (A A2 B20 ... A A2 B20 ...), and each arm's p50 read from its blocks' merged histogram.
+    A state of the machine that lasts seconds (a neighbour's burst, a migration between cores) then
+    falls on every arm of the trial alike instead of on whichever arm ran through it."""
+    from perflab.lab.latency import LatencyHistogram
+
+    per_block = max(1, requests // blocks)
+    hists: dict[str, list[LatencyHistogram]] = {arm: [] for arm in urls}
+    for _ in range(blocks):
+        for arm, url in urls.items():
+            hists[arm].append(bench.warm(1, per_block, url=url).histogram)
+    return {arm: LatencyHistogram.merged(h).percentile_ms(50) for arm, h in hists.items()}
 
 
 def selftest(settings: Settings, argv: list[str]) -> int:
@@ -187,11 +207,15 @@ def selftest(settings: Settings, argv: list[str]) -> int:
         "--placement", choices=PLACEMENTS, default="shared",
         help="shared: client and services on one CPU; split: services on one, client on another; none: unpinned",
     )  # fmt: skip
+    parser.add_argument(
+        "--blocks", type=int, default=10,
+        help="send each trial's requests in this many blocks, interleaved across the arms (1: one run per arm)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     slowdowns = tuple(int(x) for x in args.slowdowns.split(",") if x.strip())
     r = measure(settings, rows=args.rows, comparisons=args.comparisons, requests=args.requests,
-                slowdowns=slowdowns, placement=args.placement,
+                slowdowns=slowdowns, placement=args.placement, blocks=args.blocks,
                 log=lambda m: print(m, file=sys.stderr))  # fmt: skip
     if args.json:
         print(json.dumps(r.as_dict()))
