@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from perflab.errors import PerflabError
 from perflab.lab.cpu import ProcessTree
 from perflab.lab.harness import ServiceProcess
-from perflab.lab.loadtest import check_users, default_p95_slo_ms, read_run, run_locust
+from perflab.lab.loadtest import check_users, default_p95_slo_ms, load_trials, read_run, run_locust
 from perflab.lab.phase import Phase
 from perflab.lab.slo import threshold
 
@@ -77,3 +78,27 @@ def test_fewer_users_than_scenarios_is_refused() -> None:
         check_users(8, "2,8", 0.0)
     check_users(3, "3,8", 0.0)
     check_users(1, None, 5.0)  # the open model has one scenario
+
+
+def test_load_trials_are_medians_with_cis_and_pooled_totals() -> None:
+    """Five synthetic Locust summaries: p95 and rps are medians of the runs; a p99 from fewer than
+    10,000 searches per run is insufficient; failures and requests pool over the runs."""
+
+    def summary(p95: float, count: int, rps: float, failures: int) -> dict[str, Any]:
+        hdr = {"count": count, "p50_ms": p95 / 3, "p95_ms": p95, "p99_ms": 2 * p95, "max_ms": 3 * p95}
+        return {"hdr": {"/search": hdr}, "hdr_total": hdr, "rps": rps, "requests": count + 100,
+                "failures": failures, "breaches": ["t=3s p95 over"] if failures else []}  # fmt: skip
+
+    runs = [
+        summary(p, 2000, r, f)
+        for p, r, f in [(9, 300, 0), (11, 310, 1), (10, 290, 0), (12, 305, 0), (8, 295, 0)]
+    ]
+    t = load_trials(runs)
+    assert t.p95_ms.median == 10 and t.p95_ms.trials == (9, 11, 10, 12, 8) and t.p95_ms.status == "ok"
+    assert t.p95_ms.ci95[0] <= 10 <= t.p95_ms.ci95[1]
+    assert t.p99_ms.status == "insufficient" and t.rps.median == 300
+    assert (t.requests, t.failures, len(t.breaches)) == (10500, 1, 1)
+    assert t.fail_ratio == pytest.approx(1 / 10500)
+    assert load_trials(runs[:2]).p95_ms.status == "insufficient"  # fewer than 5 trials
+    with pytest.raises(PerflabError):
+        load_trials([])

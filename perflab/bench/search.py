@@ -168,6 +168,7 @@ class SearchBench:
         self._sources: dict[str, Source] = {}
         self._primed: set[tuple[str, int]] = set()
         self._extra: list[ServiceProcess] = []
+        self._url_sources: dict[str, dict[str, Source]] = {}  # extra services' CPU sources, by URL
         self.seeded: dict[str, Any] = {}
         self.last_phase: PhaseRecord | None = None  # CPU and noise of the last cold()/warm() call
 
@@ -203,6 +204,9 @@ class SearchBench:
         its URL, to pass to warm()/cold(). Stopped with the bench."""
         svc = self._start_service(extra_env)
         self._extra.append(svc)
+        assert svc.proc is not None
+        # its CPU is the server's when load goes to it, and never an outsider's in the noise record
+        self._url_sources[svc.url] = lab_sources(self.settings, svc.proc.pid)
         return svc.url
 
     def __exit__(self, *exc: object) -> None:
@@ -278,7 +282,7 @@ class SearchBench:
                 run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
                            requests=len(ws) * concurrency * 2)  # fmt: skip
                 self._primed.add((url, concurrency))
-            with Phase("warm", self._sources) as ph:
+            with Phase("warm", self._url_sources.get(url, self._sources)) as ph:
                 res = run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
                                  requests=requests, keep_samples=True)  # fmt: skip
             self.last_phase = ph.finish(res.requests)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from perflab.config import project_root
 from perflab.errors import PerflabError
 from perflab.lab.phase import Phase
 from perflab.lab.slo import threshold
+from perflab.lab.stats import Estimate, estimate
 from perflab.net import free_port
 
 P95_FIGURE = "load.p95_ms"  # the slo.toml figure the quitting hook gates search p95 on
@@ -175,3 +177,37 @@ def read_run(folder: Path) -> tuple[dict[str, Any], Any]:
     if not summary_path.exists() or not history_path.exists():
         raise PerflabError(f"{folder} has no Locust run (locust_summary.json, locust_stats_history.csv)")
     return json.loads(summary_path.read_text()), pd.read_csv(history_path)
+
+
+@dataclass(frozen=True)
+class LoadTrials:
+    """Repeated Locust runs of one load profile, as figures: the estimates are medians of the runs
+    with 95 % CIs (search latency from each run's merged HDR histogram, with its sample count, so a
+    p99 of a run with fewer than 10,000 searches is marked insufficient); the totals pool the runs."""
+
+    p95_ms: Estimate
+    p99_ms: Estimate
+    rps: Estimate
+    requests: int
+    failures: int
+    breaches: list[Any]
+
+    @property
+    def fail_ratio(self) -> float:
+        return self.failures / self.requests if self.requests else 1.0
+
+
+def load_trials(summaries: Sequence[dict[str, Any]]) -> LoadTrials:
+    """The figures of several runs' `locust_summary.json` (one per trial)."""
+    if not summaries:
+        raise PerflabError("no Locust runs to summarize")
+    search = [s["hdr"].get("/search", s["hdr_total"]) for s in summaries]
+    counts = [int(h["count"]) for h in search]
+    return LoadTrials(
+        estimate([float(h["p95_ms"]) for h in search], samples=counts, percentile=95),
+        estimate([float(h["p99_ms"]) for h in search], samples=counts, percentile=99),
+        estimate([float(s["rps"]) for s in summaries]),
+        sum(int(s["requests"]) for s in summaries),
+        sum(int(s["failures"]) for s in summaries),
+        [b for s in summaries for b in s.get("breaches", [])],
+    )
