@@ -60,15 +60,17 @@ from perflab.db import (
     migrate,
 )
 from perflab.db.indexes import (
+    FLOAT_HNSW_INDEX,
     BlockingProbe,
-    IndexDef,
     build_indexes,
     index_block_reads,
+    index_options,
     index_sizes,
     maintenance_work_mem_for,
+    reindex,
     table_size,
 )
-from perflab.db.vector import EXACT_THRESHOLD, IndexKind, raw_knn_sql
+from perflab.db.vector import EXACT_THRESHOLD, IndexKind, raw_knn_sql, raw_session
 from perflab.db.versions import server_versions
 from perflab.errors import ConfigError
 from perflab.lab.cpu import lab_sources
@@ -80,7 +82,7 @@ SWEEP_SIZES = (100, 250, 500, 1000, 2000, 4000, 8000)
 MODEL = "bench-clustered"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 MATRIX_SHARES = (0.01, 0.10, 0.50, 0.99)
-VECTOR_INDEX = "idx_media_embeddings_hnsw_vector"
+VECTOR_INDEX = FLOAT_HNSW_INDEX.name
 BATCH_ROWS = 50_000  # committed COPY batches above 200k rows (bulk.py: no load-long transaction)
 KINDS: tuple[IndexKind, ...] = ("halfvec", "vector")
 CONCURRENCY = (1, 4, 8)
@@ -315,22 +317,16 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
             log("building the vector (float32) HNSW index beside the halfvec one ...")
             vector_build_s = build_indexes(
                 conn,
-                [IndexDef(VECTOR_INDEX, f"CREATE INDEX {VECTOR_INDEX} ON media_embeddings USING hnsw"
-                          " (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128)")],
+                [FLOAT_HNSW_INDEX],
                 maintenance_work_mem=maintenance_work_mem_for(rows, dims),
                 parallel_workers=parallel_workers,
             )  # fmt: skip
-        t0 = time.perf_counter()
-        conn.execute("REINDEX INDEX idx_media_embeddings_filter")
-        btree_s = time.perf_counter() - t0
+        btree_s = reindex(conn, "idx_media_embeddings_filter")
         load_wall_s = time.perf_counter() - t_load
         size = index_sizes(conn)
         table_bytes = table_size(conn)
         versions = server_versions(conn)
-        hnsw_opts = conn.execute(
-            "SELECT reloptions FROM pg_class WHERE relname = 'idx_media_embeddings_hnsw' AND relnamespace = %s::regnamespace",
-            (schema,),
-        ).fetchone()
+        hnsw_opts = index_options(conn, "idx_media_embeddings_hnsw")
         index_name = {"halfvec": "idx_media_embeddings_hnsw", "vector": VECTOR_INDEX}
         build_s = {"halfvec": load.index_s, "vector": vector_build_s}
         raw = connect(s, url)  # the raw loop's own connection, autocommit, session settings
@@ -401,9 +397,7 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
 
                 arms["perflab"] = mine
                 if raw_kind:
-                    if ef is not None:
-                        raw.execute(f"SET hnsw.ef_search = {int(ef)}")
-                    raw.execute("SET hnsw.iterative_scan = relaxed_order")
+                    raw_session(raw, ef)
                     arms["raw"] = lambda i: _serial(raw_one, n_q)
                 runs = interleave(arms, trials)
                 est = {p: percentile_estimate(runs["perflab"], p) for p in (50, 95, 99)}
@@ -593,7 +587,7 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
             "wall_s": round(load_wall_s, 2),
             "parallel_workers": parallel_workers,
             "maintenance_work_mem": load.maintenance_work_mem,
-            "hnsw_options": hnsw_opts[0] if hnsw_opts else None,
+            "hnsw_options": hnsw_opts,
             "batches": load.batches,
             "longest_batch_s": round(load.longest_batch_s, 2),
             "blocking_probe": probe.summary(),
