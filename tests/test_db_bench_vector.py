@@ -64,6 +64,7 @@ def test_bench_vector_json_contract(
         "idx_media_embeddings_hnsw_vector",
     }
     assert "hnsw_halfvec_ef100_p95_vs_raw" in out["figures"]
+    assert set(out["load"]["hnsw_options"]) >= {"m=16", "ef_construction=128"}  # migration 0005's
     qps = out["figures"]["hnsw_vector_ef40_qps_c8"]
     assert len(qps["trials"]) == 5 and qps["median"] == out["configs"][3]["qps_c8"]
     assert {"exact_qps_c1", "hnsw_halfvec_ef100_qps_c4"} <= set(out["noise"])  # each trial a phase
