@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 
 import pytest
 
 from perflab.bench import vector
 from perflab.config import Settings
+from perflab.errors import ConfigError
 from perflab.servers import Endpoints
 
 CONFIG_KEYS = {
@@ -25,6 +27,8 @@ def test_bench_vector_json_contract(
     out = json.loads(capsys.readouterr().out)
     assert (out["rows"], out["dims"]) == (3000, base_settings.embedding_dim)
     assert out["benchmark"] == "vector" and out["contract"] == 1
+    assert out["config"]["rows"] == 3000 and out["config"]["efs"] == [40, 100]
+    assert out["config"]["kinds"] == ["halfvec", "vector"] and out["config"]["duration_s"] == 0.2
     assert "clustered synthetic" in out["data"]
     assert [(c["index"], c["vector_type"], c["ef_search"]) for c in out["configs"]] == [
         ("exact", None, None),
@@ -38,6 +42,12 @@ def test_bench_vector_json_contract(
         if c["index"] == "hnsw":  # the raw loop timed beside it
             assert c["raw_p95_ms"] > 0 and c["p95_vs_raw"] > 0
         assert 0.0 <= c["recall_at_10"] <= 1.0 and c["p50_ms"] <= c["p95_ms"] <= c["p99_ms"]
+        for n in (1, 4, 8):  # QPS in trials: the old key is their median, CI and trials beside it
+            trials = c[f"qps_c{n}_trials"]
+            assert len(trials) == 5 and all(t > 0 for t in trials)
+            assert c[f"qps_c{n}"] == round(statistics.median(trials), 1)
+            lo, hi = c[f"qps_c{n}_ci95"]
+            assert lo <= c[f"qps_c{n}"] <= hi
     assert out["configs"][0]["recall_at_10"] == 1.0  # the exact path is exact
     cases = {c["case"]: c for c in out["filtered"]["cases"]}
     assert set(cases) == {"small_user", "mid_user", "A_videos_only"}
@@ -54,6 +64,11 @@ def test_bench_vector_json_contract(
         "idx_media_embeddings_hnsw_vector",
     }
     assert "hnsw_halfvec_ef100_p95_vs_raw" in out["figures"]
+    assert set(out["load"]["hnsw_options"]) >= {"m=16", "ef_construction=128"}  # migration 0005's
+    qps = out["figures"]["hnsw_vector_ef40_qps_c8"]
+    assert len(qps["trials"]) == 5 and qps["median"] == out["configs"][3]["qps_c8"]
+    assert {"exact_qps_c1", "hnsw_halfvec_ef100_qps_c4"} <= set(out["noise"])  # each trial a phase
+    assert out["cpu_ms_per_request"]["exact_qps_c1"]["client"] is not None
     # the benchmark's schema is gone afterwards
     from perflab.db import connect
 
@@ -62,3 +77,28 @@ def test_bench_vector_json_contract(
             "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (f"bench_vector_{os.getpid()}",)
         ).fetchone()[0]
     assert left == 0
+
+
+def test_bench_vector_config_validates_and_resolves_its_defaults() -> None:
+    cfg = vector.Config()
+    assert (cfg.rows, cfg.queries, cfg.efs, cfg.trials, cfg.duration_s) == (
+        20_000,
+        200,
+        [40, 100, 200],
+        5,
+        2.0,
+    )
+    assert cfg.index_kinds() == ("halfvec", "vector") and cfg.load_batch() is None
+    big = vector.Config(rows=1_000_000)
+    assert big.index_kinds() == ("halfvec",) and big.load_batch() == vector.BATCH_ROWS
+    assert vector.Config(kinds="vector", batch_rows=7).index_kinds() == ("vector",)
+    assert vector.Config(batch_rows=7).load_batch() == 7
+    for bad in ({"rows": 999}, {"trials": 4}, {"kinds": "ivfflat"}, {"ef": "40,x"}, {"ef": ""}):
+        with pytest.raises(ConfigError):
+            vector.Config(**bad)  # type: ignore[arg-type]
+
+
+def test_bench_vector_cli_refuses_a_bad_config_in_one_line() -> None:
+    """The flags are the Config's fields: a bad value is a ConfigError before anything runs."""
+    with pytest.raises(ConfigError, match="--trials"):
+        vector.main(Settings.from_env({}), ["--trials", "3", "--json"])

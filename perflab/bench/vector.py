@@ -1,6 +1,10 @@
 """`perflab bench vector [--json] [--rows N]`: per-user vector search through perflab's VectorSearch,
 timed side by side with a raw psycopg + pgvector loop on the same table.
 
+On the measurement contract (perflab/bench/contract.py): `Config` holds every knob (its fields are the
+flags: `--rows --queries --ef --k --seed --duration --trials --kinds --batch-rows --parallel-workers`),
+`run(settings, cfg) -> Result`; notebook 04 and `perflab bench vector` call the same `run`.
+
 Data: clustered synthetic unit vectors (gaussian blobs around random centres on the sphere), loaded
 with perflab's binary COPY into a schema of the benchmark's own (`bench_vector_<pid>`, dropped at the
 end; nothing else is read or written). Queries are fresh draws from the same blobs. Ground truth is
@@ -15,6 +19,10 @@ Printed (one JSON object with --json, perflab/bench/contract.py's envelope):
   `vector` index at each ef_search, all searching user A: recall@10, serial p50/p95/p99 (medians of
   `trials` trials), QPS at concurrency 1/4/8, build time, index size; beside each, the raw loop's p95
   measured in the same trials, interleaved (perflab, raw, perflab, raw ...), and `p95_vs_raw`.
+  QPS is measured in `trials` trials per concurrency level, interleaved (c1, c4, c8, c1, ...), each
+  trial a closed loop of `duration_s / trials` seconds (so `--duration` is still the time spent per
+  level) and a measured phase (`<config>_qps_c<N>`: CPU per query, noise); `qps_cN` is the median of
+  the trials, `qps_cN_ci95` its 95 % CI and `qps_cN_trials` the trial values.
 - `filter_matrix`: a user filter (users C / B / A, 1 / 10 / 50 % of the table) and a type + date
   filter on user A (images in a date window keeping 1 / 10 / 50 / 99 % of A's rows), each cell: the
   route, min rows returned, recall@10, p99 and p99 / unfiltered p99.
@@ -24,21 +32,20 @@ Printed (one JSON object with --json, perflab/bench/contract.py's envelope):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from perflab.bench.contract import Phase, Result, estimate, interleave, percentile_estimate
+from perflab.bench.contract import MIN_TRIALS, Phase, Result, cli, estimate, interleave, percentile_estimate
 from perflab.config import Settings
 from perflab.db import (
     MediaRow,
@@ -53,16 +60,19 @@ from perflab.db import (
     migrate,
 )
 from perflab.db.indexes import (
+    FLOAT_HNSW_INDEX,
     BlockingProbe,
-    IndexDef,
     build_indexes,
     index_block_reads,
+    index_options,
     index_sizes,
     maintenance_work_mem_for,
+    reindex,
     table_size,
 )
-from perflab.db.vector import EXACT_THRESHOLD, IndexKind, raw_knn_sql
+from perflab.db.vector import EXACT_THRESHOLD, IndexKind, raw_knn_sql, raw_session
 from perflab.db.versions import server_versions
+from perflab.errors import ConfigError
 from perflab.lab.cpu import lab_sources
 from perflab.lab.latency import LatencyHistogram
 from perflab.lab.provenance import collect
@@ -72,8 +82,74 @@ SWEEP_SIZES = (100, 250, 500, 1000, 2000, 4000, 8000)
 MODEL = "bench-clustered"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 MATRIX_SHARES = (0.01, 0.10, 0.50, 0.99)
-VECTOR_INDEX = "idx_media_embeddings_hnsw_vector"
+VECTOR_INDEX = FLOAT_HNSW_INDEX.name
 BATCH_ROWS = 50_000  # committed COPY batches above 200k rows (bulk.py: no load-long transaction)
+KINDS: tuple[IndexKind, ...] = ("halfvec", "vector")
+CONCURRENCY = (1, 4, 8)
+
+
+@dataclass(frozen=True)
+class Config:
+    rows: int = field(
+        default=20_000, metadata={"help": "rows in the table (>= 1000; the README figures are at 100000)"}
+    )
+    queries: int = field(default=200, metadata={"help": "query vectors"})
+    ef: str = field(default="40,100,200", metadata={"help": "comma-separated hnsw.ef_search values"})
+    k: int = 10
+    seed: int = 42
+    duration_s: float = field(
+        default=2.0,
+        metadata={
+            "flag": "--duration",
+            "help": "seconds per concurrency level for QPS, shared by its trials",
+        },
+    )
+    trials: int = field(default=MIN_TRIALS, metadata={"help": "interleaved trials per measurement (>= 5)"})
+    kinds: str = field(
+        default="",
+        metadata={"help": "HNSW index kinds: halfvec,vector (default both up to 200k rows, then halfvec)"},
+    )
+    batch_rows: int = field(
+        default=0,
+        metadata={
+            "help": f"commit the load every N rows (0: {BATCH_ROWS} above 200k rows, else one transaction)"
+        },
+    )
+    parallel_workers: int = field(default=1, metadata={"help": "parallel workers for the index builds"})
+
+    def __post_init__(self) -> None:
+        if self.rows < 1000:
+            raise ConfigError(f"--rows must be at least 1000, not {self.rows}")
+        if self.trials < MIN_TRIALS:
+            raise ConfigError(f"--trials must be at least {MIN_TRIALS}, not {self.trials}")
+        try:
+            efs = self.efs
+        except ValueError:
+            raise ConfigError(f"--ef takes comma-separated integers, not {self.ef!r}") from None
+        if not efs:
+            raise ConfigError("--ef names no ef_search value")
+        if not set(self.kind_list) <= set(KINDS):
+            raise ConfigError(f"--kinds takes halfvec and/or vector, not {self.kinds!r}")
+
+    @property
+    def efs(self) -> list[int]:
+        return [int(x) for x in self.ef.split(",") if x.strip()]
+
+    @property
+    def kind_list(self) -> list[str]:
+        return [x.strip() for x in self.kinds.split(",") if x.strip()]
+
+    def index_kinds(self) -> tuple[IndexKind, ...]:
+        """The HNSW kinds measured: as asked, else both up to 200k rows, then halfvec only."""
+        if self.kind_list:
+            return tuple(cast(IndexKind, x) for x in self.kind_list)
+        return KINDS if self.rows <= 200_000 else ("halfvec",)
+
+    def load_batch(self) -> int | None:
+        """Rows per committed COPY batch, None for one transaction."""
+        if self.batch_rows > 0:
+            return self.batch_rows
+        return BATCH_ROWS if self.rows > 200_000 else None
 
 
 @dataclass
@@ -132,16 +208,20 @@ def _truth(data: _Data, mask: np.ndarray, k: int) -> list[set[int]]:
     return [set(idx[row].tolist()) for row in top]
 
 
-def _qps(fn: Any, n_queries: int, threads: int, duration_s: float) -> float:
+def _qps(fn: Any, n_queries: int, threads: int, duration_s: float) -> tuple[float, int]:
+    """One QPS trial: `threads` closed loops for `duration_s` (each runs at least one query);
+    returns (queries per second, queries run)."""
     stop = time.perf_counter() + duration_s
     counts = [0] * threads
 
     def loop(t: int) -> None:
         i = t
-        while time.perf_counter() < stop:
+        while True:
             fn(i % n_queries)
             counts[t] += 1
             i += threads
+            if time.perf_counter() >= stop:
+                break
 
     workers = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
     t0 = time.perf_counter()
@@ -149,7 +229,7 @@ def _qps(fn: Any, n_queries: int, threads: int, duration_s: float) -> float:
         w.start()
     for w in workers:
         w.join()
-    return round(sum(counts) / (time.perf_counter() - t0), 1)
+    return round(sum(counts) / (time.perf_counter() - t0), 1), sum(counts)
 
 
 def _serial(fn: Callable[[int], Any], n: int) -> LatencyHistogram:
@@ -171,24 +251,16 @@ def _window(data: _Data, mine: np.ndarray, share: float) -> tuple[datetime, date
     return T0 + timedelta(seconds=float(lo)), T0 + timedelta(seconds=float(hi))
 
 
-def run(
-    settings: Settings,
-    *,
-    rows: int,
-    queries: int,
-    seed: int,
-    k: int,
-    efs: list[int],
-    duration_s: float,
-    log: Any,
-    trials: int = 5,
-    kinds: tuple[IndexKind, ...] | None = None,
-    parallel_workers: int = 1,
-    batch_rows: int | None = None,
-) -> dict[str, Any]:
-    """Load, build, measure; returns the JSON envelope (legacy keys + contract figures)."""
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)  # stdout carries the one JSON line
+
+
+def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -> Result:
+    """Load, build, measure; `result.envelope()` is the JSON (legacy keys + contract figures)."""
+    rows, queries, seed, k, trials = cfg.rows, cfg.queries, cfg.seed, cfg.k, cfg.trials
+    efs, duration_s, parallel_workers = cfg.efs, cfg.duration_s, cfg.parallel_workers
     dims = settings.embedding_dim
-    kinds = kinds if kinds is not None else (("halfvec", "vector") if rows <= 200_000 else ("halfvec",))
+    kinds = cfg.index_kinds()
     load_before = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     schema = f"bench_vector_{os.getpid()}"
     s = settings.replace(db_schema=schema)
@@ -198,9 +270,7 @@ def run(
     names = list(data.user_sizes)
     media_ids = [uuid.UUID(int=(1 << 64) + i) for i in range(rows)]
     row_of = {m: i for i, m in enumerate(media_ids)}
-    result = Result("vector", {"rows": rows, "queries": queries, "seed": seed, "k": k, "efs": efs,
-                               "trials": trials, "kinds": list(kinds)},
-                    provenance=collect(settings))  # fmt: skip
+    result = Result("vector", {**asdict(cfg), "efs": efs, "kinds": list(kinds)}, provenance=collect(settings))
     sources = lab_sources(settings)
     conn = connect(s, url)
     try:
@@ -219,7 +289,7 @@ def run(
             )
             for i in range(rows)
         ]
-        batch = batch_rows if batch_rows is not None else (BATCH_ROWS if rows > 200_000 else None)
+        batch = cfg.load_batch()
         log(
             f"loading {rows} x {dims} into {schema} ({'one transaction' if batch is None else f'batches of {batch}'}) ..."
         )
@@ -247,22 +317,16 @@ def run(
             log("building the vector (float32) HNSW index beside the halfvec one ...")
             vector_build_s = build_indexes(
                 conn,
-                [IndexDef(VECTOR_INDEX, f"CREATE INDEX {VECTOR_INDEX} ON media_embeddings USING hnsw"
-                          " (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128)")],
+                [FLOAT_HNSW_INDEX],
                 maintenance_work_mem=maintenance_work_mem_for(rows, dims),
                 parallel_workers=parallel_workers,
             )  # fmt: skip
-        t0 = time.perf_counter()
-        conn.execute("REINDEX INDEX idx_media_embeddings_filter")
-        btree_s = time.perf_counter() - t0
+        btree_s = reindex(conn, "idx_media_embeddings_filter")
         load_wall_s = time.perf_counter() - t_load
         size = index_sizes(conn)
         table_bytes = table_size(conn)
         versions = server_versions(conn)
-        hnsw_opts = conn.execute(
-            "SELECT reloptions FROM pg_class WHERE relname = 'idx_media_embeddings_hnsw' AND relnamespace = %s::regnamespace",
-            (schema,),
-        ).fetchone()
+        hnsw_opts = index_options(conn, "idx_media_embeddings_hnsw")
         index_name = {"halfvec": "idx_media_embeddings_hnsw", "vector": VECTOR_INDEX}
         build_s = {"halfvec": load.index_s, "vector": vector_build_s}
         raw = connect(s, url)  # the raw loop's own connection, autocommit, session settings
@@ -333,9 +397,7 @@ def run(
 
                 arms["perflab"] = mine
                 if raw_kind:
-                    if ef is not None:
-                        raw.execute(f"SET hnsw.ef_search = {int(ef)}")
-                    raw.execute("SET hnsw.iterative_scan = relaxed_order")
+                    raw_session(raw, ef)
                     arms["raw"] = lambda i: _serial(raw_one, n_q)
                 runs = interleave(arms, trials)
                 est = {p: percentile_estimate(runs["perflab"], p) for p in (50, 95, 99)}
@@ -365,13 +427,35 @@ def run(
                         result.estimates[f"{label}_raw_p95_ms"] = raw95
                         result.estimates[f"{label}_p95_vs_raw"] = ratio
                 if concurrency:
-                    for c in (1, 4, 8):
-                        out[f"qps_c{c}"] = _qps(one, n_q, c, duration_s)
+                    out.update(qps(one, n_q, label))
+                return out
+
+            def qps(one: Callable[[int], Any], n_q: int, label: str) -> dict[str, Any]:
+                """`trials` QPS trials per concurrency level, interleaved, each a measured phase."""
+
+                def level(c: int) -> Callable[[int], float]:
+                    def go(i: int) -> float:
+                        with Phase(f"{label}_qps_c{c}", sources) as ph:
+                            rate, done = _qps(one, n_q, c, duration_s / trials)
+                        result.add_phase(ph.finish(done))
+                        return rate
+
+                    return go
+
+                runs = interleave({f"qps_c{c}": level(c) for c in CONCURRENCY}, trials)
+                out: dict[str, Any] = {}
+                for key, rates in runs.items():
+                    e = estimate(rates, noisy=result.phase_noisy(f"{label}_{key}"))
+                    out[key] = round(e.median, 1)
+                    out[f"{key}_ci95"] = [round(x, 1) for x in e.ci95]
+                    out[f"{key}_trials"] = list(e.trials)
+                    result.estimates[f"{label}_{key}"] = e
                 return out
 
             mine_a = (data.owner == names.index("A")) & completed
             configs: list[dict[str, Any]] = []
-            legacy_keys = ("recall_at_10", "p50_ms", "p95_ms", "p99_ms", "qps_c1", "qps_c4", "qps_c8")
+            legacy_keys = ("recall_at_10", "p50_ms", "p95_ms", "p99_ms", "qps_c1", "qps_c4", "qps_c8",
+                           *(f"qps_c{c}_{x}" for c in CONCURRENCY for x in ("ci95", "trials")))  # fmt: skip
             log("exact ...")
             r = measure("A", "exact", None, None, mine_a, min(queries, 40), True, label="exact")
             configs.append({"index": "exact", "ef_search": None, **{x: r[x] for x in legacy_keys},
@@ -503,7 +587,7 @@ def run(
             "wall_s": round(load_wall_s, 2),
             "parallel_workers": parallel_workers,
             "maintenance_work_mem": load.maintenance_work_mem,
-            "hnsw_options": hnsw_opts[0] if hnsw_opts else None,
+            "hnsw_options": hnsw_opts,
             "batches": load.batches,
             "longest_batch_s": round(load.longest_batch_s, 2),
             "blocking_probe": probe.summary(),
@@ -522,7 +606,7 @@ def run(
             "loadavg_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
         },
     }
-    return result.envelope()
+    return result
 
 
 def _cell(
@@ -544,65 +628,9 @@ def _cell(
     }
 
 
-def main(settings: Settings, argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="perflab bench vector", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--rows",
-        type=int,
-        default=20_000,
-        help="rows in the table (default 20000; the README figures are at 100000)",
-    )
-    parser.add_argument("--queries", type=int, default=200, help="query vectors (default 200)")
-    parser.add_argument("--ef", default="40,100,200", help="comma-separated hnsw.ef_search values")
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--duration", type=float, default=2.0, help="seconds per concurrency level for QPS")
-    parser.add_argument("--trials", type=int, default=5, help="interleaved trials per measurement (>= 5)")
-    parser.add_argument(
-        "--kinds",
-        default=None,
-        help="HNSW index kinds: halfvec,vector (default both up to 200k rows, then halfvec)",
-    )
-    parser.add_argument(
-        "--batch-rows",
-        type=int,
-        default=None,
-        help=f"commit the load every N rows (default {BATCH_ROWS} above 200k rows, else one transaction)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object (otherwise a table)")
-    args = parser.parse_args(argv)
-    if args.rows < 1000:
-        parser.error("--rows must be at least 1000")
-    efs = [int(x) for x in args.ef.split(",") if x.strip()]
-    if args.trials < 5:
-        parser.error("--trials must be at least 5")
-    kinds = tuple(x.strip() for x in args.kinds.split(",")) if args.kinds else None
-    if kinds and not set(kinds) <= {"halfvec", "vector"}:
-        parser.error("--kinds takes halfvec and/or vector")
-    quiet = args.json
-
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, flush=True)
-
-    result = run(
-        settings,
-        rows=args.rows,
-        queries=args.queries,
-        seed=args.seed,
-        k=args.k,
-        efs=efs,
-        duration_s=args.duration,
-        log=log,
-        trials=args.trials,
-        kinds=kinds,
-        batch_rows=args.batch_rows,
-    )
-    if args.json:
-        print(json.dumps(result, separators=(",", ":"), default=str))
-        return 0
+def _render(res: Result) -> None:
+    """The plain-text table (without --json)."""
+    result = res.envelope()
     print(f"{result['rows']} x {result['dims']}  ({result['data']})")
     print(
         f"{'index':6} {'type':7} {'ef':>4} {'recall':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'qps1':>7} {'qps4':>7} {'qps8':>7} {'build_s':>8} {'MB':>7}"
@@ -633,4 +661,7 @@ def main(settings: Settings, argv: list[str]) -> int:
         print(
             f"sweep {e['user_rows']:>5} rows: exact p50 {e['exact']['p50_ms']:.2f} ms (recall {e['exact']['recall_at_10']:.3f}), hnsw p50 {e['hnsw']['p50_ms']:.2f} ms (recall {e['hnsw']['recall_at_10']:.3f})"
         )
-    return 0
+
+
+def main(settings: Settings, argv: list[str]) -> int:
+    return cli(settings, argv, Config, run, __doc__, name="vector", render=_render)

@@ -100,6 +100,26 @@ def vector_indexes(conn: psycopg.Connection[Any], table: str = "media_embeddings
     return [IndexDef(name, definition) for name, definition in rows]
 
 
+FLOAT_HNSW_INDEX = IndexDef(
+    "idx_media_embeddings_hnsw_vector",
+    "CREATE INDEX idx_media_embeddings_hnsw_vector ON media_embeddings USING hnsw"
+    " (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128)",
+)  # a float32 HNSW index beside the schema's halfvec one (migration 0005): what `bench vector` compares
+
+
+def reindex(conn: psycopg.Connection[Any], name: str) -> float:
+    """REINDEX one index of the current schema; return the seconds it took."""
+    t0 = time.perf_counter()
+    conn.execute(sql.SQL("REINDEX INDEX {}").format(sql.Identifier(name)))
+    return time.perf_counter() - t0
+
+
+def index_options(conn: psycopg.Connection[Any], name: str) -> list[str] | None:
+    """An index's storage options in the current schema (e.g. ["m=16", "ef_construction=128"]), or None."""
+    row = conn.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (name,)).fetchone()
+    return list(row[0]) if row and row[0] is not None else None
+
+
 def maintenance_work_mem_for(rows: int, dim: int) -> str:
     """Enough memory to build an HNSW graph in RAM (vectors + ~2x m neighbour slots per element),
     so the build never falls back to the much slower on-disk phase; 64 MB to 8 GB."""

@@ -464,6 +464,13 @@ def check_embedder(source: PoolOrConn, model_name: str, user_id: uuid.UUID | str
         raise EmbedderMismatch(model_name, [m for m in models if m != model_name])
 
 
+def raw_session(conn: psycopg.Connection[Any], ef_search: int | None) -> None:
+    """The raw loop's session settings: `hnsw.ef_search` (when given) and the iterative scan."""
+    if ef_search is not None:
+        conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
+    conn.execute("SET hnsw.iterative_scan = relaxed_order")
+
+
 def raw_knn_sql(index: IndexKind, dim: int) -> str:
     """The plain pgvector statement a hand-written loop would send (the bench's baseline): ids only,
     the user and status as conditions, ORDER BY the index's expression, LIMIT k; no re-rank, no join."""
