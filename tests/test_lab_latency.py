@@ -111,6 +111,8 @@ def test_compare_normalizes_timings_by_the_machine_speed_index() -> None:
     assert same_speed[0].verdict == "no change" and abs(same_speed[0].change) < 0.03
     # counts are not timings: never scaled; the CI and sample-count companions are not figures
     assert speed_scale("s.errors", 1.0, 0.5) == 1.0 and speed_scale("s.rps", 1.0, 0.5) == 2.0
+    # a ratio of two timings on one machine (a speedup, an overhead, p95_vs_raw) is not scaled either
+    assert speed_scale("e.speedup.trials", 1.0, 0.5) == speed_scale("v.p95_vs_raw", 1.0, 0.5) == 1.0
     assert compare_figures({"s.p95_ms.samples": [1000] * 5}, {"s.p95_ms.samples": [1] * 5}) == []
 
 

@@ -116,6 +116,7 @@ def test_noisy_insufficient_or_straddling_figures_are_inconclusive() -> None:
     assert slo.exit_code([*noisy, slo.Verdict("x", "x", None, "missing", "")]) == 1
     assert slo.exit_code(noisy[1:2], notebooks_ok=False) == 1
     assert not slo.noise_sensitive("reliability.redis_stop_5xx") and slo.noise_sensitive("x.recovery_s")
+    assert slo.noise_sensitive("bench_cache.get_overhead_vs_raw") and slo.noise_sensitive("v.p95_vs_raw")
 
 
 def test_partial_runs_skip_missing_figures() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from perflab.errors import PerflabError
 from perflab.lab.provenance import ENVIRONMENT_KEYS, flatten
-from perflab.lab.slo import noise_sensitive
+from perflab.lab.slo import noise_sensitive, timing_ratio
 
 _LOWER_UNITS = ("_ms", "_s", "_bytes", "_mb")
 _LOWER_WORDS = ("latency", "errors", "failures", "lost", "fail_rate")
@@ -115,7 +115,8 @@ _NOT_FIGURES = (".ci95", ".samples", ".status")
 
 def speed_scale(name: str, index_a: float | None, index_b: float | None) -> float:
     """The factor that puts run B's value of `name` on run A's machine speed (1 when unknown)."""
-    if not index_a or not index_b or not noise_sensitive(name.removesuffix(".trials")):
+    figure = name.removesuffix(".trials")
+    if not index_a or not index_b or not noise_sensitive(figure) or timing_ratio(figure):
         return 1.0
     return index_b / index_a if lower_is_better(name) else index_a / index_b
 

@@ -84,13 +84,19 @@ def load(path: Path | None = None) -> list[Objective]:
 
 
 _TIMING_UNITS = ("_ms", "_s", "_us", "_seconds")
-_TIMING_WORDS = ("rps", "qps", "throughput", "speedup", "per_s")
+_TIMING_WORDS = ("rps", "qps", "throughput", "per_s")
+_TIMING_RATIOS = ("speedup", "overhead", "_vs_raw")  # one timing over another, on the same machine
 
 
 def noise_sensitive(figure: str) -> bool:
-    """Timing figures (latencies, durations, rates, speedups) move with a busy machine; counts,
-    ratios of sizes, recall and versions do not."""
-    return figure.endswith(_TIMING_UNITS) or any(w in figure for w in _TIMING_WORDS)
+    """Timing figures (latencies, durations, rates, speedups, overheads, ratios of two timings) move
+    with a busy machine; counts, ratios of sizes, recall and versions do not."""
+    return figure.endswith(_TIMING_UNITS) or any(w in figure for w in (*_TIMING_WORDS, *_TIMING_RATIOS))
+
+
+def timing_ratio(figure: str) -> bool:
+    """A ratio of two timings taken on the same machine: noise moves it, machine speed does not."""
+    return any(w in figure for w in _TIMING_RATIOS)
 
 
 def _ci(value: Any) -> tuple[float, float] | None:
