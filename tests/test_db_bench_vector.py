@@ -41,6 +41,7 @@ def test_bench_vector_json_contract(
         assert set(c) >= CONFIG_KEYS and c["trials"] == 5
         if c["index"] == "hnsw":  # the raw loop timed beside it
             assert c["raw_p95_ms"] > 0 and c["p95_vs_raw"] > 0
+            assert c["raw_hits_p95_ms"] > 0 and c["p95_vs_raw_hits"] > 0  # the raw loop that also joins
         assert 0.0 <= c["recall_at_10"] <= 1.0 and c["p50_ms"] <= c["p95_ms"] <= c["p99_ms"]
         for n in (1, 4, 8):  # QPS in trials: the old key is their median, CI and trials beside it
             trials = c[f"qps_c{n}_trials"]
@@ -63,7 +64,7 @@ def test_bench_vector_json_contract(
         "idx_media_embeddings_hnsw",
         "idx_media_embeddings_hnsw_vector",
     }
-    assert "hnsw_halfvec_ef100_p95_vs_raw" in out["figures"]
+    assert {"hnsw_halfvec_ef100_p95_vs_raw", "hnsw_halfvec_ef100_p95_vs_raw_hits"} <= set(out["figures"])
     assert set(out["load"]["hnsw_options"]) >= {"m=16", "ef_construction=128"}  # migration 0005's
     qps = out["figures"]["hnsw_vector_ef40_qps_c8"]
     assert len(qps["trials"]) == 5 and qps["median"] == out["configs"][3]["qps_c8"]

@@ -479,3 +479,16 @@ def raw_knn_sql(index: IndexKind, dim: int) -> str:
         "SELECT media_file_id FROM media_embeddings WHERE user_id = %(u)s AND is_primary"
         f" AND status = 'completed' ORDER BY {rank} LIMIT %(k)s"
     )
+
+
+def raw_knn_hits_sql(index: IndexKind, dim: int) -> str:
+    """`raw_knn_sql` as a hand-written loop that needs the hits, not only their ids, would send it: the
+    same k nearest, joined to media_files for the columns perflab's search returns, prepared by the
+    caller. The join is work the answer needs; this baseline prices it without perflab's code."""
+    rank = VectorIndex(index, dim if index == "halfvec" else None).rank_sql()
+    return (
+        "SELECT " + _HIT_COLUMNS + " FROM (SELECT media_file_id, embedding <=> %(q)s AS distance"
+        " FROM media_embeddings WHERE user_id = %(u)s AND is_primary AND status = 'completed'"
+        f" ORDER BY {rank} LIMIT %(k)s) top JOIN media_files mf ON mf.id = top.media_file_id"
+        " ORDER BY top.distance"
+    )
