@@ -145,3 +145,20 @@ def test_cli_flags_come_from_config_fields() -> None:
     args = vars(_parser(Config, "").parse_args(["--rows", "3", "--cold", "7", "--json"]))
     assert args == {"rows": 3, "cold_requests": 7, "ratio": 0.5, "json": True}
     assert vars(_parser(Config, "").parse_args(["--cold-requests", "9"]))["cold_requests"] == 9
+
+
+def test_settle_waits_out_a_busy_process_and_passes_an_idle_one() -> None:
+    """A child spinning its CPU is not idle (settle gives up at its timeout); once it sleeps, it is."""
+    import subprocess
+    import sys
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time\ntime.sleep(60)"])
+    try:
+        assert cpu.settle(cpu.ProcessTree(spin.pid), window_s=0.2, timeout_s=0.5) is False
+        assert cpu.settle(cpu.ProcessTree(idle.pid), window_s=0.2, timeout_s=5.0) is True  # after start-up
+        assert cpu.settle(cpu.UNKNOWN) is True  # nothing to read: nothing to wait for
+    finally:
+        for p in (spin, idle):
+            p.kill()
+            p.wait()

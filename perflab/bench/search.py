@@ -28,7 +28,7 @@ from perflab.cache import CacheManager, make_redis
 from perflab.config import Settings
 from perflab.db import SeedResult, connect, forget_uploads, seeded_email
 from perflab.db.vocabulary import QueryVocabulary
-from perflab.lab.cpu import Source, lab_sources
+from perflab.lab.cpu import Source, lab_sources, settle
 from perflab.lab.harness import SeededService, ServiceProcess, seed_schema
 from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
 from perflab.lab.provenance import collect
@@ -258,12 +258,20 @@ class SearchBench:
                 for i in range(start, start + n)]  # fmt: skip
 
     def cold(
-        self, concurrency: int, requests: int, stages: dict[str, LatencyHistogram] | None = None
+        self,
+        concurrency: int,
+        requests: int,
+        stages: dict[str, LatencyHistogram] | None = None,
+        *,
+        settled: bool = False,
     ) -> LoadResult:
-        """Every request a new query: search-cache and embedding-cache misses (embed + vector search)."""
+        """Every request a new query: search-cache and embedding-cache misses (embed + vector search).
+        `settled`: first wait until the service is idle (see perflab.lab.cpu.settle)."""
         queries = self._cold_queries(requests)
         clients = _Clients(self.url, self.cfg.users, self.cfg.seed + 1000 + self._cold_next)
         try:
+            if settled:
+                settle(self._sources["server"])
             with Phase("cold", self._sources) as ph:
                 res = run_closed(_search(clients, lambda i: queries[i], stages), concurrency=concurrency,
                                  requests=requests, keep_samples=True)  # fmt: skip
@@ -272,8 +280,11 @@ class SearchBench:
         finally:
             clients.close()
 
-    def warm(self, concurrency: int, requests: int, url: str | None = None) -> LoadResult:
-        """Each client's user repeats a primed set of popular queries: search-cache hits."""
+    def warm(
+        self, concurrency: int, requests: int, url: str | None = None, *, settled: bool = False
+    ) -> LoadResult:
+        """Each client's user repeats a primed set of popular queries: search-cache hits. `settled`:
+        after priming, wait until the service is idle (priming leaves history writes and garbage)."""
         url = url or self.url
         clients = _Clients(url, self.cfg.users, self.cfg.seed + concurrency)
         ws = self.warm_set
@@ -282,7 +293,10 @@ class SearchBench:
                 run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
                            requests=len(ws) * concurrency * 2)  # fmt: skip
                 self._primed.add((url, concurrency))
-            with Phase("warm", self._url_sources.get(url, self._sources)) as ph:
+            sources = self._url_sources.get(url, self._sources)
+            if settled:
+                settle(sources["server"])
+            with Phase("warm", sources) as ph:
                 res = run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
                                  requests=requests, keep_samples=True)  # fmt: skip
             self.last_phase = ph.finish(res.requests)
@@ -308,10 +322,11 @@ def latency_trials(
 
     def trial(kind: str) -> Callable[[int], LoadResult]:
         def go(i: int) -> LoadResult:
+            # each trial starts on an idle service: not paying for what the trial before left behind
             if kind == "cold":
-                res = bench.cold(concurrency, cold_requests, stages)
+                res = bench.cold(concurrency, cold_requests, stages, settled=True)
             else:
-                res = bench.warm(concurrency, warm_requests)
+                res = bench.warm(concurrency, warm_requests, settled=True)
             assert bench.last_phase is not None
             result.add_phase(bench.last_phase)
             log(f"{kind} trial {i + 1}/{trials}: p95 {res.histogram.percentile_ms(95):.1f} ms, "

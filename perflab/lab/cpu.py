@@ -14,6 +14,7 @@ figure regressions are judged on first. Each lab process group is a `Source`:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,3 +188,19 @@ def per_request_ms(start: CpuReading, end: CpuReading, requests: int) -> dict[st
         else:
             out[name] = round(max(s1 - s0, 0.0) * 1000.0 / requests, 4)
     return out
+
+
+def settle(source: Source, *, window_s: float = 0.2, busy_share: float = 0.1, timeout_s: float = 3.0) -> bool:
+    """Wait until `source` is idle: under `busy_share` of one core over a `window_s` window. A trial
+    then starts on a service that has finished what the work before it left behind (batched history
+    writes, cache fills, garbage) instead of paying for it. True when idle (or when the source cannot
+    be read: nothing to wait for), False when still busy at `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before = source.seconds(process_table())
+        time.sleep(window_s)
+        after = source.seconds(process_table())
+        if before is None or after is None or after - before < busy_share * window_s:
+            return True
+        if time.monotonic() > deadline:
+            return False
