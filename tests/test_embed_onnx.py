@@ -136,3 +136,14 @@ def test_a_corrupt_model_file_is_a_typed_error(int8: OnnxMiniLMEmbedder, tmp_pat
         (broken / f.name).write_bytes(f.read_bytes() if f.suffix != ".onnx" else b"not a model")
     with pytest.raises(EmbeddingError, match="delete that folder"):
         OnnxMiniLMEmbedder(broken).embed(["a dog"])
+
+
+def test_seeding_asks_for_every_core(base_settings: Settings, int8: OnnxMiniLMEmbedder) -> None:
+    """make_embedder's threads are the embedder's intra-op threads; the default stays OMP_NUM_THREADS or 1."""
+    from perflab.embed import make_embedder
+
+    settings = base_settings.replace(embedder="minilm-onnx-int8")
+    many = make_embedder(settings, threads=3)
+    assert isinstance(many, OnnxMiniLMEmbedder) and many.threads == 3
+    one = make_embedder(settings)
+    assert isinstance(one, OnnxMiniLMEmbedder) and one.threads >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from perflab.config import Settings
 from perflab.db.connect import connect
@@ -99,7 +100,7 @@ def seed(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.embedder:
         settings = settings.replace(embedder=args.embedder)
-    embedder = make_embedder(settings)
+    embedder = make_embedder(settings, threads=os.cpu_count())  # a batch job: every core
     ep = endpoints(settings)
     with connect(settings, ep.database_url) as conn:
         migrate(conn, settings)

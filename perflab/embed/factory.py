@@ -38,8 +38,10 @@ def _threads() -> int:
         return 1
 
 
-def make_embedder(settings: Settings) -> Embedder:
-    """Build (but do not load) the configured embedder; its dimension must match the vector column."""
+def make_embedder(settings: Settings, *, threads: int | None = None) -> Embedder:
+    """Build (but do not load) the configured embedder; its dimension must match the vector column.
+    `threads`: onnxruntime's intra-op threads (default: OMP_NUM_THREADS, else 1); seeding, with
+    nothing else running, passes every core."""
     choice = resolve_choice(settings)
     dim = settings.embedding_dim
     if choice in ("minilm", "minilm-onnx", "minilm-onnx-int8") and dim != MINILM_DIM:
@@ -51,7 +53,7 @@ def make_embedder(settings: Settings) -> Embedder:
                 f"{models_dir(settings.home)} (`perflab embed export`, which needs the ml extra)"
             )
         return OnnxMiniLMEmbedder(
-            models_dir(settings.home), quantized=choice == "minilm-onnx-int8", threads=_threads()
+            models_dir(settings.home), quantized=choice == "minilm-onnx-int8", threads=threads or _threads()
         )
     if choice == "minilm":
         if not minilm_available():

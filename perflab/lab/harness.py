@@ -44,7 +44,7 @@ def seed_schema(
         migrate(conn, settings)
         return seed_library(
             settings, conn, media=media, users=users, seed=seed,
-            embedder=embedder or make_embedder(settings), progress=progress,
+            embedder=embedder or make_embedder(settings, threads=os.cpu_count()), progress=progress,
         )  # fmt: skip
 
 
