@@ -168,7 +168,8 @@ def test_the_load_and_images_bounds_are_written_once() -> None:
 
 def test_resume_keeps_what_passed_and_runs_what_failed(tmp_path: Path, base_settings: Settings) -> None:
     """A run whose second notebook failed, resumed: the first is not run again, the second is, and
-    the run ends ok with both notebooks' figures."""
+    the run ends ok with both notebooks' figures. The manifest is on disk after every notebook (the
+    second notebook reads it), so a run killed part-way can be resumed too."""
     import nbformat as nbf
 
     nbdir = tmp_path / "notebooks"
@@ -178,7 +179,10 @@ def test_resume_keeps_what_passed_and_runs_what_failed(tmp_path: Path, base_sett
     (nbdir / "slo.toml").write_text('[[slo]]\ncheck = "a.value < 2"\n[[slo]]\ncheck = "b.value < 2"\n')
     bodies = {
         "10_a": "open(mark, 'a').write('a\\n')\nrecord('a.value', 1.0)",
-        "20_b": "import os\nassert os.path.exists(gate), 'not ready'\nrecord('b.value', 1.0)",
+        "20_b": "import json, os\n"
+        "m = json.load(open(os.path.join(run_dir, 'manifest.json')))  # written after every notebook\n"
+        "assert m['state'] == 'incomplete' and m['notebooks'][0]['name'] == '10_a', m\n"
+        "assert os.path.exists(gate), 'not ready'\nrecord('b.value', 1.0)",
     }
     for name, body in bodies.items():
         nb = nbf.v4.new_notebook()

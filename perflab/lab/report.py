@@ -240,6 +240,9 @@ def run_report(
         if manifest["noise"].get(run.name, {}).get("noisy"):
             nb_figures = folder / "figures" / f"{run.name}.json"
             noisy_figures.update(json.loads(nb_figures.read_text()) if nb_figures.exists() else {})
+    manifest["state"] = "incomplete"  # until the run ends; on disk from the start, and after every notebook
+    manifest["notebooks"] = [n.__dict__ for n in kept]
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     for name in [n for n in names if n not in {k.name for k in kept}]:
         params = planned[name] | {"run_dir": str(folder), "profile": profile}
         manifest["parameters"][name] = params
@@ -268,6 +271,9 @@ def run_report(
             _render_html(executed, folder / f"{name}.html")
         log(f"[{name}] {run.status} in {run.seconds:.1f}s" + (f": {run.error[:200]}" if run.error else ""))
         result.notebooks.append(run)
+        # after every notebook: a run killed or crashed later can still be resumed from what it did
+        manifest["notebooks"] = [n.__dict__ for n in sorted(result.notebooks, key=lambda n: n.name)]
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     log("calibration probe (end)")
     manifest["calibration"] = calibrate.summarize(cal_start, calibrate.probe(settings))
     figures = gather(folder / "figures")
