@@ -53,3 +53,24 @@ def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> N
             and len(result["ci95"][f"{kind}_server_cpu_ms"]) == 2
         )
     assert "hashing" in result["embedder"]  # the service embeds with the library's embedder
+
+
+def test_every_measured_warm_request_is_a_hit(settings: Settings, servers: Endpoints) -> None:
+    """The priming pass and the measured run use the same users (their threads are new each run), and
+    each user asks only for the queries it primed: no measured warm request reaches the vector search
+    (the first warm trial used to draw new users, whose first searches were misses)."""
+    from perflab.bench.search import SearchBench
+    from perflab.lab.latency import LatencyHistogram
+
+    s = settings.replace(embedder="hashing")
+    cfg = SearchBenchConfig(rows=300, users=20, seed=5, serve_workers=1)
+    try:
+        with SearchBench(s, cfg, log=lambda m: None) as bench:
+            for trial in range(2):
+                stages: dict[str, LatencyHistogram] = {}
+                res = bench.warm(4, 120, stages=stages)
+                assert res.errors == 0 and stages["search_cache"].count == 120, (trial, sorted(stages))
+                assert "vector_search" not in stages, (trial, stages["vector_search"].count)
+    finally:
+        with connect(s, servers.database_url) as conn:
+            drop_schema(conn, bench_settings(s, cfg.rows).db_schema)

@@ -106,7 +106,9 @@ class _Connection:
 
 
 class _Clients:
-    """One signed-in connection per thread, each as a different seeded user."""
+    """One signed-in connection per thread, each as a different seeded user. A load run's threads
+    are new each run: `rewind()` (between runs) hands the next run's threads the connections, and so
+    the users, of the run before, in order, instead of drawing new users."""
 
     def __init__(self, url: str, users: int, seed: int) -> None:
         self.url = url
@@ -115,16 +117,25 @@ class _Clients:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.all: list[_Connection] = []
+        self._reuse: list[_Connection] = []
 
     def get(self) -> _Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             with self._lock:
-                user = self._rng.randint(1, self.users)
-            conn = self._local.conn = _Connection(self.url, seeded_email(user))
-            with self._lock:
-                self.all.append(conn)
+                conn = self._reuse.pop(0) if self._reuse else None
+                user = self._rng.randint(1, self.users) if conn is None else 0
+            if conn is None:
+                conn = _Connection(self.url, seeded_email(user))
+                with self._lock:
+                    self.all.append(conn)
+            self._local.conn = conn
         return conn
+
+    def rewind(self) -> None:
+        """Call with no run in flight: the next threads take the existing connections, first first."""
+        with self._lock:
+            self._reuse = list(self.all)
 
     def close(self) -> None:
         for c in self.all:
@@ -281,23 +292,45 @@ class SearchBench:
             clients.close()
 
     def warm(
-        self, concurrency: int, requests: int, url: str | None = None, *, settled: bool = False
+        self,
+        concurrency: int,
+        requests: int,
+        url: str | None = None,
+        *,
+        settled: bool = False,
+        stages: dict[str, LatencyHistogram] | None = None,
     ) -> LoadResult:
         """Each client's user repeats a primed set of popular queries: search-cache hits. `settled`:
         after priming, wait until the service is idle (priming leaves history writes and garbage)."""
         url = url or self.url
         clients = _Clients(url, self.cfg.users, self.cfg.seed + concurrency)
         ws = self.warm_set
+
+        def popular() -> Callable[[int], str]:
+            """Each thread (one user) walks the popular set in order, from its start, whichever
+            requests it draws: priming covers every (user, query) pair and the run asks only for them."""
+            local = threading.local()
+
+            def query(i: int) -> str:
+                n = getattr(local, "n", 0)
+                local.n = n + 1
+                return ws[n % len(ws)]
+
+            return query
+
         try:
             if (url, concurrency) not in self._primed:  # the same users each call: entries stay cached
-                run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
+                run_closed(_search(clients, popular(), None), concurrency=concurrency,
                            requests=len(ws) * concurrency * 2)  # fmt: skip
                 self._primed.add((url, concurrency))
+                # the measured run's threads are new: give them the primed users, not new ones (a
+                # new user's first searches are misses: the first warm trial measured misses)
+                clients.rewind()
             sources = self._url_sources.get(url, self._sources)
             if settled:
                 settle(sources["server"])
             with Phase("warm", sources) as ph:
-                res = run_closed(_search(clients, lambda i: ws[i % len(ws)], None), concurrency=concurrency,
+                res = run_closed(_search(clients, popular(), stages), concurrency=concurrency,
                                  requests=requests, keep_samples=True)  # fmt: skip
             self.last_phase = ph.finish(res.requests)
             return res
