@@ -63,7 +63,7 @@ class Rates:
     baseline_ms: float = 0.0
     placement: str = "none"  # how client and services were pinned (see cpu_sets)
     blocks: int = 1  # each trial's requests in this many blocks, in shuffled rounds over trials and arms
-    outsiders: list[float | None] = field(default_factory=list)  # per comparison, p90 over its blocks
+    outsiders: list[float | None] = field(default_factory=list)  # per comparison, over all its blocks
     quiet: dict[str, Any] = field(default_factory=dict)  # the rates over the quiet comparisons only
     measured_change: dict[str, float] = field(default_factory=dict)  # slowdown % -> median change seen
     trials: dict[str, list[list[float]]] = field(default_factory=dict)  # arm -> per-comparison trial p50s
@@ -178,22 +178,24 @@ def _measure(
             bench.wait_answering(url)
         log(f"baseline warm p50 {baseline:.2f} ms; arms {', '.join(urls)}; CPUs (services, client) {cpus}")
         trials: dict[str, list[list[float]]] = {arm: [] for arm in urls}
-        outsiders: list[float | None] = []  # per comparison: p90 of its blocks' outsider shares
+        outsiders: list[float | None] = []  # per comparison: outsiders' share over all its blocks
         rng = random.Random(cfg.seed)
         for i in range(comparisons):
             for arm in urls:
                 trials[arm].append([])
-            seen: list[float] = []
+            seen: list[tuple[float, float]] = []  # (outsider share, seconds) per block
             for arm, p50s in _comparison(bench, urls, requests, blocks, seen, rng).items():
                 trials[arm][-1].extend(p50s)
-            outsiders.append(round(float(np.percentile(seen, 90)), 4) if seen else None)
+            # time-weighted over the blocks: one block of ~0.1 s is a few clock ticks, too coarse alone
+            secs = sum(t for _, t in seen)
+            outsiders.append(round(sum(x * t for x, t in seen) / secs, 4) if secs > 0 else None)
             partial = rates(trials)
             log(
                 "trials " + json.dumps({arm: [round(x, 4) for x in runs[-1]] for arm, runs in trials.items()})
             )
             log(
                 f"comparison {i + 1}/{comparisons}: A/A flagged {partial.false_alarms}, A/B {partial.detected}; "
-                f"outsiders' CPU p90 {outsiders[-1]}"
+                f"outsiders' CPU {outsiders[-1]}"
             )
     out = rates(trials, outsiders=outsiders)
     out.baseline_ms = round(baseline, 3)
@@ -206,7 +208,7 @@ def _comparison(
     urls: dict[str, str],
     requests: int,
     blocks: int,
-    outsiders: list[float],
+    outsiders: list[tuple[float, float]],
     rng: random.Random,
 ) -> dict[str, list[float]]:
     """MIN_TRIALS trials of every arm, as randomized multiple interleaved trials (Abedi & Brecht,
@@ -215,8 +217,8 @@ def _comparison(
     Every trial of every arm then spans the comparison's whole time, so a machine state lasting
     seconds to minutes (measured here: trial p50s 20-40 % apart, a neighbour VM's load that steal time
     does not show) falls on all of them alike instead of on whichever trial ran through it. A trial's
-    p50 is read from its blocks' merged histogram. Each block's outsiders' CPU share is appended to
-    `outsiders`."""
+    p50 is read from its blocks' merged histogram. Each block's outsiders' CPU share and length are
+    appended to `outsiders`."""
     from perflab.lab.latency import LatencyHistogram
 
     per_block = max(1, requests // blocks)
@@ -228,7 +230,7 @@ def _comparison(
             hists[arm][t].merge(bench.warm(1, per_block, url=urls[arm]).histogram)
             share = bench.last_phase.noise.outsider_share if bench.last_phase else None
             if share is not None:
-                outsiders.append(share)
+                outsiders.append((share, bench.last_phase.noise.seconds))
     return {arm: [h.percentile_ms(50) for h in hs] for arm, hs in hists.items()}
 
 
