@@ -113,6 +113,11 @@ def test_compare_normalizes_timings_by_the_machine_speed_index() -> None:
     assert speed_scale("s.errors", 1.0, 0.5) == 1.0 and speed_scale("s.rps", 1.0, 0.5) == 2.0
     # a ratio of two timings on one machine (a speedup, an overhead, p95_vs_raw) is not scaled either
     assert speed_scale("e.speedup.trials", 1.0, 0.5) == speed_scale("v.p95_vs_raw", 1.0, 0.5) == 1.0
+    assert speed_scale("images.throughput_ratio_vs_pyvips.trials", 1.0, 0.5) == 1.0
+    # a rate per second goes up when things improve: fewer images per second is a regression
+    slower = compare_figures({"i.images_per_s.trials": [5.3, 5.2, 5.4, 5.3, 5.35]},
+                             {"i.images_per_s.trials": [4.4, 4.5, 4.45, 4.4, 4.42]})  # fmt: skip
+    assert slower[0].verdict == "regression"
     assert compare_figures({"s.p95_ms.samples": [1000] * 5}, {"s.p95_ms.samples": [1] * 5}) == []
 
 

@@ -50,6 +50,8 @@ class Change:
 def lower_is_better(name: str) -> bool:
     """Latencies, sizes and failures go down when things improve; rates, ratios and recall go up."""
     base = name.removesuffix(".trials").removesuffix("_samples")
+    if base.endswith("_per_s"):  # a rate (images_per_s), not a duration in seconds
+        return False
     return base.endswith(_LOWER_UNITS) or any(word in base for word in _LOWER_WORDS)
 
 

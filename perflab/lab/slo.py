@@ -85,7 +85,12 @@ def load(path: Path | None = None) -> list[Objective]:
 
 _TIMING_UNITS = ("_ms", "_s", "_us", "_seconds")
 _TIMING_WORDS = ("rps", "qps", "throughput", "per_s")
-_TIMING_RATIOS = ("speedup", "overhead", "_vs_raw")  # one timing over another, on the same machine
+_TIMING_RATIOS = (
+    "speedup",
+    "overhead",
+    "_vs_raw",
+    "throughput_ratio",
+)  # one timing over another, one machine
 
 
 def noise_sensitive(figure: str) -> bool:
