@@ -21,7 +21,7 @@ CONTRACT = {
 
 def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> None:
     s = settings.replace(embedder="hashing")
-    cfg = SearchBenchConfig(rows=300, users=4, seed=3, serve_workers=1, cold_requests=12, warm_requests=20,
+    cfg = SearchBenchConfig(rows=300, users=4, seed=3, serve_workers=1, cold_requests=40, warm_requests=20,
                             rps_requests=10, trials=5)  # fmt: skip
     try:
         result = run_search_bench(s, cfg, log=lambda m: None)
@@ -29,7 +29,7 @@ def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> N
         with connect(s, servers.database_url) as conn:
             drop_schema(conn, bench_settings(s, cfg.rows).db_schema)
     assert set(result) >= CONTRACT
-    assert result["errors"] == 0 and result["samples"] == {"warm": 100, "cold": 60}
+    assert result["errors"] == 0 and result["samples"] == {"warm": 100, "cold": 200}
     # the measurement contract beside the old keys: 5 trials per figure with a CI, CPU and noise per phase
     assert len(result["trials"]["warm_p95_ms"]) == 5 and len(result["ci95"]["cold_p95_ms"]) == 2
     assert result["figures"]["warm_p95_ms"]["status"] == "insufficient"  # 20 samples per trial < 1,000
@@ -40,7 +40,9 @@ def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> N
         assert cpu["server"] > 0 and cpu["client"] > 0  # the service and the client did work
         noise = result["noise"][phase]
         assert len(noise["outsider_share"]) >= 5 and isinstance(noise["noisy"], bool)
-    assert result["cpu_ms_per_request"]["cold"]["postgres"] > 0  # cold requests run SQL
+    # cold requests run SQL: 200 of them take several 10 ms clock ticks of PostgreSQL CPU (60 did not
+    # always, once each trial started on an idle service and no longer caught the last one's writes)
+    assert result["cpu_ms_per_request"]["cold"]["postgres"] > 0
     assert 0 < result["warm_p50_ms"] <= result["warm_p95_ms"]
     assert 0 < result["cold_p50_ms"] <= result["cold_p95_ms"]
     assert {"search_cache", "embedding_cache", "embed", "vector_search", "hydrate", "cache_store"} <= set(
