@@ -108,12 +108,9 @@ def rates(
     if outsiders is not None:
         out.outsiders = list(outsiders)
         keep = [i for i, share in enumerate(outsiders) if share is not None and share <= NOISY_SHARE]
-        if keep and len(keep) < len(a):
+        if keep:
             q = rates({arm: [runs[i] for i in keep] for arm, runs in trials.items()}, tolerance=tolerance)
             out.quiet = {"comparisons": q.comparisons, "false_alarms": q.false_alarms, "detected": q.detected}
-        elif keep:
-            out.quiet = {"comparisons": out.comparisons, "false_alarms": out.false_alarms,
-                         "detected": dict(out.detected)}  # fmt: skip
     return out
 
 

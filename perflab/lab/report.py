@@ -242,7 +242,7 @@ def run_report(
             noisy_figures.update(json.loads(nb_figures.read_text()) if nb_figures.exists() else {})
     manifest["state"] = "incomplete"  # until the run ends; on disk from the start, and after every notebook
     manifest["notebooks"] = [n.__dict__ for n in kept]
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    _write_manifest(folder, manifest)
     for name in [n for n in names if n not in {k.name for k in kept}]:
         params = planned[name] | {"run_dir": str(folder), "profile": profile}
         manifest["parameters"][name] = params
@@ -273,7 +273,7 @@ def run_report(
         result.notebooks.append(run)
         # after every notebook: a run killed or crashed later can still be resumed from what it did
         manifest["notebooks"] = [n.__dict__ for n in sorted(result.notebooks, key=lambda n: n.name)]
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        _write_manifest(folder, manifest)
     log("calibration probe (end)")
     manifest["calibration"] = calibrate.summarize(cal_start, calibrate.probe(settings))
     figures = gather(folder / "figures")
@@ -287,10 +287,14 @@ def run_report(
     manifest["exit_code"] = result.exit_code
     (folder / "figures.json").write_text(json.dumps(figures, indent=1, sort_keys=True))
     (folder / "slo.json").write_text(json.dumps(slo.as_rows(result.verdicts), indent=1))
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    _write_manifest(folder, manifest)
     write_index(reports_dir)
     write_history(reports_dir)
     return result
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
 
 
 def _resumable(
