@@ -22,7 +22,7 @@ CONTRACT = {
 def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> None:
     s = settings.replace(embedder="hashing")
     cfg = SearchBenchConfig(rows=300, users=4, seed=3, serve_workers=1, cold_requests=40, warm_requests=20,
-                            rps_requests=10, trials=5)  # fmt: skip
+                            rps_requests=10, trials=5, open_rate=50, open_requests=40)  # fmt: skip
     try:
         result = run_search_bench(s, cfg, log=lambda m: None)
     finally:
@@ -54,6 +54,12 @@ def test_bench_search_json_contract(settings: Settings, servers: Endpoints) -> N
             len(result["trials"][f"{kind}_server_cpu_ms"]) == 5
             and len(result["ci95"][f"{kind}_server_cpu_ms"]) == 2
         )
+    # the open model: 5 trials of 40 cold requests at 50/s, each a phase; p99 wants 10k per trial
+    assert result["open_cold_samples"] == 200 and result["open_rate"] == 50
+    assert len(result["trials"]["open_cold_p99_ms"]) == 5
+    assert result["figures"]["open_cold_p99_ms"]["status"] == "insufficient"
+    assert 0 < result["open_cold_p50_ms"] <= result["open_cold_p99_pooled_ms"]
+    assert result["cpu_ms_per_request"]["open_cold"]["server"] > 0
     assert "hashing" in result["embedder"]  # the service embeds with the library's embedder
 
 

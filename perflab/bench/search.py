@@ -7,6 +7,9 @@ both at concurrency 8, in `trials` interleaved trials (cold, warm, cold, warm, .
 phase (CPU ms per request of server / client / Redis / PostgreSQL, and a noise record); throughput at
 concurrency 1, 8 and 32 on the warm mix (interleaved trials too); per-stage p95 from the cold requests'
 Server-Timing headers. Percentiles come from HDR histograms; the envelope is perflab/bench/contract.py's.
+- open: cold queries at a fixed arrival rate (`--open-rate`, default 40/s), latency from each request's
+  intended send time, so a stall shows in the tail instead of slowing the client down (a closed loop hides
+  it); `trials` trials of `--open-requests`, and `open_cold_p99_pooled_ms` over all of their samples.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from perflab.db import SeedResult, connect, forget_uploads, seeded_email
 from perflab.db.vocabulary import QueryVocabulary
 from perflab.lab.cpu import Source, lab_sources, settle
 from perflab.lab.harness import SeededService, ServiceProcess, seed_schema
-from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed
+from perflab.lab.latency import LatencyHistogram, LoadResult, run_closed, run_open
 from perflab.lab.provenance import collect
 from perflab.servers import endpoints
 
@@ -46,6 +49,8 @@ class Config:
     rps_requests: int = field(default=400, metadata={"help": "requests per throughput trial"})
     concurrency: int = 8
     trials: int = field(default=5, metadata={"help": "trials per figure (>= 5)"})
+    open_rate: float = field(default=40.0, metadata={"help": "open model: cold requests/s (0: skip)"})
+    open_requests: int = field(default=2000, metadata={"help": "open model: cold requests per trial"})
 
 
 SearchBenchConfig = Config  # the name notebooks and tests know
@@ -131,6 +136,14 @@ class _Clients:
                     self.all.append(conn)
             self._local.conn = conn
         return conn
+
+    def sign_in(self, n: int) -> None:
+        """Sign in `n` users now, for the next run's threads (an open run's clock starts before its
+        first request: a sign-in inside it would be charged to the requests behind it)."""
+        fresh = [_Connection(self.url, seeded_email(self._rng.randint(1, self.users))) for _ in range(n)]
+        with self._lock:
+            self.all.extend(fresh)
+            self._reuse.extend(fresh)
 
     def rewind(self) -> None:
         """Call with no run in flight: the next threads take the existing connections, first first."""
@@ -291,6 +304,22 @@ class SearchBench:
         finally:
             clients.close()
 
+    def cold_open(self, rate_per_s: float, requests: int, *, threads: int = 32) -> LoadResult:
+        """Cold queries at a fixed arrival rate (open model), each latency from its due time; settled
+        first. `threads` bounds the requests in flight (signed in before the clock starts)."""
+        queries = self._cold_queries(requests)
+        clients = _Clients(self.url, self.cfg.users, self.cfg.seed + 2000 + self._cold_next)
+        try:
+            clients.sign_in(threads)
+            settle(self._sources["server"])
+            with Phase("open_cold", self._sources) as ph:
+                res = run_open(_search(clients, lambda i: queries[i], None), rate_per_s=rate_per_s,
+                               duration_s=requests / rate_per_s, max_concurrency=threads)  # fmt: skip
+            self.last_phase = ph.finish(res.requests)
+            return res
+        finally:
+            clients.close()
+
     def warm(
         self,
         concurrency: int,
@@ -390,6 +419,43 @@ def latency_trials(
     return lat
 
 
+def open_trials(
+    bench: SearchBench,
+    result: Result,
+    *,
+    rate_per_s: float,
+    requests: int,
+    trials: int,
+    log: Callable[[str], None] = print,
+) -> list[LoadResult]:
+    """`trials` open-model cold runs, each a phase: `open_cold_p50/p95/p99_ms` (per-trial medians;
+    p99 is insufficient below 10k samples per trial) and the p99 of all trials' samples together."""
+    runs = []
+    for i in range(trials):
+        res = bench.cold_open(rate_per_s, requests)
+        assert bench.last_phase is not None
+        result.add_phase(bench.last_phase)
+        log(
+            f"open cold trial {i + 1}/{trials} at {rate_per_s:g}/s: p99 {res.histogram.percentile_ms(99):.1f} ms"
+        )
+        runs.append(res)
+    noisy = result.phase_noisy("open_cold")
+    for p in (50, 95, 99):
+        result.estimates[f"open_cold_p{p}_ms"] = percentile_estimate(
+            [r.histogram for r in runs], p, noisy=noisy
+        )
+    return runs
+
+
+def _pooled(runs: list[LoadResult], rate_per_s: float) -> dict[str, Any]:
+    """The open runs' samples together: one p99 over all of them (10k samples at 5 x 2,000)."""
+    if not runs:
+        return {}
+    pooled = LatencyHistogram.merged(r.histogram for r in runs)
+    return {"open_rate": rate_per_s, "open_cold_p99_pooled_ms": pooled.percentile_ms(99),
+            "open_cold_samples": pooled.count}  # fmt: skip
+
+
 def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = print) -> Result:
     """Cold and warm latency in interleaved trials, throughput at 1 / 8 / 32, each trial a phase."""
     result = Result("search", asdict(cfg), provenance=collect(settings))
@@ -411,6 +477,8 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = print) 
             return go
 
         rps = interleave({f"c{c}": rps_trial(c) for c in (1, 8, 32)}, cfg.trials)
+        opened = open_trials(bench, result, rate_per_s=cfg.open_rate, requests=cfg.open_requests,
+                             trials=cfg.trials, log=log) if cfg.open_rate > 0 else []  # fmt: skip
     for key, runs in rps.items():
         result.estimates[f"rps_{key}"] = estimate(
             [r.throughput for r in runs], noisy=result.phase_noisy(f"rps_{key}")
@@ -422,8 +490,9 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = print) 
     legacy.update({
         "stage_p95_ms": {k: h.percentile_ms(95) for k, h in sorted(stages.items())},
         "stage_p50_ms": {k: h.percentile_ms(50) for k, h in sorted(stages.items())},
-        "errors": sum(r.errors for runs in (*lat.values(), *rps.values()) for r in runs),
+        "errors": sum(r.errors for runs in (*lat.values(), *rps.values(), opened) for r in runs),
         "samples": {kind: sum(r.histogram.count for r in runs) for kind, runs in lat.items()},
+        **_pooled(opened, cfg.open_rate),
     })  # fmt: skip
     result.legacy = legacy
     return result
