@@ -82,3 +82,33 @@ def test_every_measured_warm_request_is_a_hit(settings: Settings, servers: Endpo
     finally:
         with connect(s, servers.database_url) as conn:
             drop_schema(conn, bench_settings(s, cfg.rows).db_schema)
+
+
+def test_raw_client_cross_checks_the_service(settings: Settings, servers: Endpoints) -> None:
+    """loadtests/raw_client.py, the independent client: open-model cold queries all answered and timed
+    from their due times; its closed warm loop measures hits only (no response ran a vector search)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from perflab.lab.harness import SeededService
+
+    script = Path(__file__).resolve().parents[1] / "loadtests" / "raw_client.py"
+    s = settings.replace(embedder="hashing", db_schema=settings.db_schema + "_raw")
+    try:
+        with SeededService(s, media=300, users=4, seed=9, workers=1) as svc:
+
+            def raw(*args: str) -> dict[str, object]:
+                out = subprocess.run([sys.executable, str(script), *args, "--url", svc.url, "--users", "4"],
+                                     capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+                return dict(json.loads(out.stdout))
+
+            opened = raw("open", "--rate", "50", "--requests", "60", "--pool", "4")
+            assert opened["samples"] == 60 and opened["errors"] == 0
+            assert 0 < float(opened["p50_ms"]) <= float(opened["p99_ms"])  # type: ignore[arg-type]
+            closed = raw("closed", "--concurrency", "4", "--requests", "200")
+            assert closed["samples"] == 200 and closed["errors"] == 0 and closed["misses"] == 0
+    finally:
+        with connect(s, servers.database_url) as conn:
+            drop_schema(conn, s.db_schema)
