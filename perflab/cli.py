@@ -174,10 +174,14 @@ def _one_line(text: str) -> str:
     return " ".join(redact_url(w) if "://" in w else w for w in words.split(" "))[:300]
 
 
+class _Terminated(SystemExit):
+    """SIGTERM, raised where the program was: it unwinds past `except Exception` like Ctrl-C does."""
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     """SIGTERM (`timeout`, `kill`) unwinds like Ctrl-C, so context managers remove what they created
     and stop the servers they started."""
-    raise SystemExit(128 + signum)
+    raise _Terminated(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated as exc:
+        print(f"{prog}: terminated (SIGTERM); what it started was stopped", file=sys.stderr)
+        return int(exc.code or 143)
     except Exception as exc:
         line = server_error_line(exc)
         if line is None:

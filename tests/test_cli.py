@@ -165,3 +165,28 @@ def test_bench_cdn_json_is_one_object_on_one_line(
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.endswith("\n")
     assert json.loads(out)["benchmark"] == "cdn"
+
+
+def test_sigterm_is_one_line_exit_143_and_cleanup_runs(tmp_path: Path) -> None:
+    """`kill` / `timeout` on a command: its finally blocks run (servers stopped, kernels shut down), it
+    says so in one line and exits 128 + 15, with no traceback."""
+    marker = tmp_path / "cleaned"
+    code = f"""
+import dataclasses, os, signal, sys, threading, time
+from perflab import cli
+
+def slow(settings, argv):
+    try:
+        time.sleep(60)
+    finally:
+        open({str(marker)!r}, "w").close()
+
+cli.COMMANDS["status"] = dataclasses.replace(cli.COMMANDS["status"], run=slow)
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+sys.exit(cli.main(["status"]))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert r.returncode == 143, r.stderr
+    assert "Traceback" not in r.stderr and marker.exists()
+    assert r.stderr.strip() == "perflab status: terminated (SIGTERM); what it started was stopped"
