@@ -129,21 +129,24 @@ class _Clients:
         if conn is None:
             with self._lock:
                 conn = self._reuse.pop(0) if self._reuse else None
-                user = self._rng.randint(1, self.users) if conn is None else 0
-            if conn is None:
-                conn = _Connection(self.url, seeded_email(user))
-                with self._lock:
-                    self.all.append(conn)
-            self._local.conn = conn
+            self._local.conn = conn = conn or self._new()
+        return conn
+
+    def _new(self) -> _Connection:
+        """A connection signed in as a user drawn from this client's generator."""
+        with self._lock:
+            user = self._rng.randint(1, self.users)
+        conn = _Connection(self.url, seeded_email(user))
+        with self._lock:
+            self.all.append(conn)
         return conn
 
     def sign_in(self, n: int) -> None:
         """Sign in `n` users now, for the next run's threads (an open run's clock starts before its
         first request: a sign-in inside it would be charged to the requests behind it)."""
-        fresh = [_Connection(self.url, seeded_email(self._rng.randint(1, self.users))) for _ in range(n)]
-        with self._lock:
-            self.all.extend(fresh)
-            self._reuse.extend(fresh)
+        for _ in range(n):
+            self._new()
+        self.rewind()
 
     def rewind(self) -> None:
         """Call with no run in flight: the next threads take the existing connections, first first."""
@@ -288,33 +291,26 @@ class SearchBench:
         stages: dict[str, LatencyHistogram] | None = None,
         *,
         settled: bool = False,
+        rate_per_s: float | None = None,
     ) -> LoadResult:
         """Every request a new query: search-cache and embedding-cache misses (embed + vector search).
-        `settled`: first wait until the service is idle (see perflab.lab.cpu.settle)."""
+        `settled`: first wait until the service is idle (see perflab.lab.cpu.settle). `rate_per_s`: the
+        open model instead (phase `open_cold`): requests due at that fixed rate, each latency from its
+        due time, at most `concurrency` in flight (signed in before the clock starts)."""
         queries = self._cold_queries(requests)
         clients = _Clients(self.url, self.cfg.users, self.cfg.seed + 1000 + self._cold_next)
+        call = _search(clients, lambda i: queries[i], stages)
         try:
+            if rate_per_s is not None:
+                clients.sign_in(concurrency)
             if settled:
                 settle(self._sources["server"])
-            with Phase("cold", self._sources) as ph:
-                res = run_closed(_search(clients, lambda i: queries[i], stages), concurrency=concurrency,
-                                 requests=requests, keep_samples=True)  # fmt: skip
-            self.last_phase = ph.finish(res.requests)
-            return res
-        finally:
-            clients.close()
-
-    def cold_open(self, rate_per_s: float, requests: int, *, threads: int = 32) -> LoadResult:
-        """Cold queries at a fixed arrival rate (open model), each latency from its due time; settled
-        first. `threads` bounds the requests in flight (signed in before the clock starts)."""
-        queries = self._cold_queries(requests)
-        clients = _Clients(self.url, self.cfg.users, self.cfg.seed + 2000 + self._cold_next)
-        try:
-            clients.sign_in(threads)
-            settle(self._sources["server"])
-            with Phase("open_cold", self._sources) as ph:
-                res = run_open(_search(clients, lambda i: queries[i], None), rate_per_s=rate_per_s,
-                               duration_s=requests / rate_per_s, max_concurrency=threads)  # fmt: skip
+            with Phase("cold" if rate_per_s is None else "open_cold", self._sources) as ph:
+                if rate_per_s is None:
+                    res = run_closed(call, concurrency=concurrency, requests=requests, keep_samples=True)
+                else:
+                    res = run_open(call, rate_per_s=rate_per_s, duration_s=requests / rate_per_s,
+                                   max_concurrency=concurrency)  # fmt: skip
             self.last_phase = ph.finish(res.requests)
             return res
         finally:
@@ -432,7 +428,7 @@ def open_trials(
     p99 is insufficient below 10k samples per trial) and the p99 of all trials' samples together."""
     runs = []
     for i in range(trials):
-        res = bench.cold_open(rate_per_s, requests)
+        res = bench.cold(32, requests, settled=True, rate_per_s=rate_per_s)
         assert bench.last_phase is not None
         result.add_phase(bench.last_phase)
         log(
