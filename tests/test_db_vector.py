@@ -29,7 +29,7 @@ from perflab.db import (
     make_pool,
     migrate,
 )
-from perflab.db.vector import VectorIndex, _query
+from perflab.db.vector import VectorIndex, _query, generic_plan_uses
 from perflab.servers import Endpoints
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -390,3 +390,53 @@ def test_route_follows_the_whole_filter_not_the_user(wide) -> None:
     assert route.path == "exact" and 30 <= route.matches <= 45
     _, route = vs.search_routed(big.user, queries[0], k=10)
     assert route.path == "hnsw" and route.matches == vs.exact_threshold + 1
+
+
+def _generic_runs(conn: psycopg.Connection) -> list[tuple[int, int]]:
+    """(generic_plans, custom_plans) of this connection's prepared HNSW search statements."""
+    return [
+        (int(g), int(c))
+        for g, c in conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE '%cand AS MATERIALIZED%'"
+        )
+    ]
+
+
+def test_hnsw_statement_is_prepared_and_runs_its_generic_plan(db_conn, lib) -> None:
+    """The HNSW statement is prepared once its generic plan is seen to rank with the index; the
+    server then runs that cached plan, and the answers are those of the unprepared statement."""
+    big, queries = lib["big"], lib["queries"][:3]
+    index = VectorIndex("halfvec", 384, "idx_media_embeddings_hnsw")
+    params = {"u": big.user, "k": 10, "n": 10, "status": "completed"}
+    query = _query("hnsw", ("status",), index).encode()
+    unnamed = [
+        [r[0] for r in db_conn.execute(query, {**params, "q": q}, prepare=False).fetchall()] for q in queries
+    ]
+    before = sum(g for g, _ in _generic_runs(db_conn))
+    vs = VectorSearch(db_conn, dim=384, adaptive_ef=False, ef_search=100)
+    db_conn.execute("SET hnsw.ef_search = 100")
+    db_conn.execute("SET hnsw.iterative_scan = relaxed_order")
+    for _ in range(4):
+        got = [[h.media_id for h in vs.search(big.user, q, path="hnsw")] for q in queries]
+        assert got == unnamed
+    runs = _generic_runs(db_conn)
+    assert len(runs) == 1, runs
+    assert runs[0][0] > before  # the cached generic plan ran
+    # the setting was the search's own: nothing else on the connection plans generically
+    assert db_conn.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0] == "auto"
+
+
+def test_generic_plan_without_the_index_keeps_the_statement_unnamed(db_conn, lib) -> None:
+    big, q = lib["big"], lib["queries"][0]
+    index = VectorIndex("halfvec", 384, "idx_media_embeddings_hnsw")
+    query = _query("hnsw", ("status",), index)
+    assert generic_plan_uses(db_conn, query, "idx_media_embeddings_hnsw")
+    with db_conn.transaction():
+        db_conn.execute("SET LOCAL enable_indexscan = off")
+        assert not generic_plan_uses(db_conn, query, "idx_media_embeddings_hnsw")
+        vs = VectorSearch(db_conn, dim=384)
+        before = len(_generic_runs(db_conn))
+        for _ in range(7):
+            assert len(vs.search(big.user, q, path="hnsw")) == 10
+        assert len(_generic_runs(db_conn)) == before  # nothing prepared: planned per call

@@ -20,9 +20,13 @@ decision is remembered per (user, filter values) for `path_ttl_s`.
   fewer than k, the query is answered again by the exact path.
 
 The user id is a condition of the statement that ranks, and the media join repeats it, so no path can
-return another user's media. The search statements are unnamed (not prepared), so each is planned for
-its own parameters: a generic plan would pick one plan for filters of every size. A search is one
-statement and one round trip; the settings, when they change, ride in the same pipeline flush.
+return another user's media. The exact statements are unnamed (not prepared), so each is planned for
+its own parameters. The HNSW statement is prepared when its generic plan (PostgreSQL's
+`EXPLAIN (GENERIC_PLAN)`, checked once per statement and `path_ttl_s`) ranks with the HNSW index:
+only filters that keep more than `exact_threshold` rows reach it, so one plan serves them all, and
+planning was the largest part of what perflab cost over a prepared hand-written loop. A generic plan
+that does not use the index keeps the statement unnamed. A search is one statement and one round trip;
+the settings, when they change, ride in the same pipeline flush.
 """
 
 from __future__ import annotations
@@ -127,10 +131,12 @@ class Route:
 
 @dataclass(frozen=True)
 class VectorIndex:
-    """The HNSW index a search ranks with: its kind, and the halfvec dimension its expression casts to."""
+    """The HNSW index a search ranks with: its kind, the halfvec dimension its expression casts to, and
+    its name (what a plan names; None where only the expression matters)."""
 
     kind: IndexKind
     dim: int | None = None
+    name: str | None = None
 
     def rank_sql(self) -> str:
         """The ORDER BY expression that this index serves (it must match the index expression)."""
@@ -158,6 +164,8 @@ _HIT_COLUMNS = (
 _SETTINGS = (
     "SELECT set_config('hnsw.ef_search', %s, %s), set_config('hnsw.iterative_scan', 'relaxed_order', %s)"
 )
+# A prepared HNSW search runs its generic plan: set for the search's implicit transaction only (_run).
+_GENERIC_PLAN = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)"
 # The ef_search each connection's session holds, as set by _run (a weak map: connections come and go).
 _SESSION: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
 _SESSION_LOCK = threading.Lock()
@@ -221,6 +229,37 @@ def _query(path: Path, filters: tuple[str, ...], index: VectorIndex | None = Non
     )
 
 
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def _positional(query: str) -> str:
+    """`query` with its %(name)s placeholders as $1, $2, ... (one number per name), as EXPLAIN
+    (GENERIC_PLAN) takes it: a statement with parameters and no values."""
+    numbers: dict[str, int] = {}
+    return _PLACEHOLDER.sub(lambda m: f"${numbers.setdefault(m.group(1), len(numbers) + 1)}", query)
+
+
+def _plan_indexes(node: Any) -> Iterator[str]:
+    """Every index a JSON plan (or any part of one) scans."""
+    if isinstance(node, dict):
+        if "Index Name" in node:
+            yield str(node["Index Name"])
+        for value in node.values():
+            yield from _plan_indexes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _plan_indexes(value)
+
+
+def generic_plan_uses(conn: psycopg.Connection[Any], query: str, index_name: str) -> bool:
+    """Whether the generic plan of `query` (planned without parameter values, as a prepared statement's
+    cached plan is) scans `index_name`. Nothing runs: EXPLAIN without ANALYZE."""
+    with conn.transaction():  # a savepoint inside a caller's transaction: a refusal leaves it usable
+        sql_bytes = ("EXPLAIN (GENERIC_PLAN, FORMAT JSON) " + _positional(query)).encode()
+        row = conn.execute(sql_bytes, prepare=False).fetchone()  # no values: never a prepared one
+    return row is not None and index_name in set(_plan_indexes(row[0]))
+
+
 def ef_for_selectivity(ef: int, k: int, selectivity: float) -> int:
     """ef_search for one query. A filter that keeps a share s of the table leaves the walk's candidate
     list holding about s * ef matches; the iterative scan makes up the count, but judges each batch it
@@ -263,6 +302,7 @@ class VectorSearch:
         self._path_cache_size = path_cache_size
         self._routes: OrderedDict[tuple[Any, ...], tuple[float, int, float]] = OrderedDict()
         self._index: tuple[float, VectorIndex | None, float] | None = None  # (expiry, index, table rows)
+        self._generic: dict[str, tuple[float, bool]] = {}  # HNSW statement -> (expiry, prepare it)
         self._lock = threading.Lock()
 
     def search(
@@ -326,7 +366,9 @@ class VectorSearch:
                 # fetch and a filter check; past the first batch, a second graph walk). A higher
                 # ef_search buys that recall for less.
                 params["n"] = k
-                rows = self._run(conn, _query(chosen, names, index), params, ef)
+                query = _query(chosen, names, index)
+                prepare = chosen == "hnsw" and index is not None and self._prepare_hnsw(conn, query, index)
+                rows = self._run(conn, query, params, ef, prepare=prepare)
                 if path == "auto" and chosen == "hnsw" and len(rows) < k:
                     # The iterative scan stopped at hnsw.max_scan_tuples: a very selective filter.
                     chosen = "exact"
@@ -335,19 +377,41 @@ class VectorSearch:
                 raise InvalidInput(f"rejected by the database: {exc.diag.message_primary}") from exc
         return [Hit(*row) for row in rows], Route(chosen, matches, ef, round(selectivity, 6))
 
+    def _prepare_hnsw(self, conn: psycopg.Connection[Any], query: str, index: VectorIndex) -> bool:
+        """Whether to prepare this HNSW statement: its generic plan ranks with the index (checked once
+        per statement and `path_ttl_s`; the statistics it is planned from can change)."""
+        now = time.monotonic()
+        with self._lock:
+            known = self._generic.get(query)
+        if known and known[0] > now:
+            return known[1]
+        ok = index.name is not None and generic_plan_uses(conn, query, index.name)
+        with self._lock:
+            self._generic[query] = (now + self.path_ttl_s, ok)
+        return ok
+
     @staticmethod
     def _run(
-        conn: psycopg.Connection[Any], query: str, params: dict[str, Any], ef: int
+        conn: psycopg.Connection[Any],
+        query: str,
+        params: dict[str, Any],
+        ef: int,
+        *,
+        prepare: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """One round trip and one wake-up, as a hand-written loop would. The search statement is not
-        prepared: an unnamed statement is planned for its own parameters every time (a generic plan
-        would guess one filter size for libraries of 100 and 70,000 rows), and that needs no
-        plan_cache_mode setting. On an idle connection (autocommit for the call) the HNSW settings are
-        session settings, sent only when this connection's ef_search is not already the one wanted, and
-        then in the same pipeline flush as the search (one implicit transaction: if the search fails,
-        the settings roll back and are forgotten). Measured at 50k rows: an explicit BEGIN / SET LOCAL /
-        COMMIT cost 4 round trips on a pooled connection, the pipeline without a transaction 1, but
-        its results came back in several reads, each a wake-up on a busy 2-core machine."""
+        """One round trip and one wake-up, as a hand-written loop would. With `prepare` (see
+        `_prepare_hnsw`) the statement is prepared and runs its generic plan: `plan_cache_mode` is set
+        for the search's own implicit transaction only (PostgreSQL's cost-based choice keeps custom
+        plans here, since the generic plan cannot see LIMIT k), so no other statement on the pooled
+        connection changes its plans. Otherwise an unnamed statement is planned for its own parameters
+        every time (a generic plan would guess one filter size for libraries of 100 and 70,000 rows);
+        so is every search inside a caller's transaction, where a local setting would outlive it.
+        On an idle connection (autocommit for the call) the HNSW settings are session settings, sent
+        only when this connection's ef_search is not already the one wanted, and then in the same
+        pipeline flush as the search (one implicit transaction: if the search fails, the settings roll
+        back and are forgotten). Measured at 50k rows: an explicit BEGIN / SET LOCAL / COMMIT cost 4
+        round trips on a pooled connection, the pipeline without a transaction 1, but its results came
+        back in several reads, each a wake-up on a busy 2-core machine."""
         sql_bytes = query.encode()
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             with conn.pipeline(), conn.transaction():  # the caller's transaction: settings local to it
@@ -357,16 +421,21 @@ class VectorSearch:
         with _SESSION_LOCK:
             current = _SESSION.get(conn)
         with autocommit(conn):
-            if current == ef:
+            if current == ef and not prepare:
                 return conn.execute(sql_bytes, params, prepare=False).fetchall()
-            with _SESSION_LOCK:
-                _SESSION.pop(conn, None)
+            if current != ef:
+                with _SESSION_LOCK:
+                    _SESSION.pop(conn, None)
             with conn.pipeline():
-                conn.execute(_SETTINGS, (str(ef), False, False), prepare=True)
-                cur = conn.execute(sql_bytes, params, prepare=False)
+                if current != ef:
+                    conn.execute(_SETTINGS, (str(ef), False, False), prepare=True)
+                if prepare:
+                    conn.execute(_GENERIC_PLAN, prepare=True)
+                cur = conn.execute(sql_bytes, params, prepare=prepare)
             rows = cur.fetchall()
-        with _SESSION_LOCK:
-            _SESSION[conn] = ef
+        if current != ef:
+            with _SESSION_LOCK:
+                _SESSION[conn] = ef
         return rows
 
     def _schema_index(self, conn: psycopg.Connection[Any]) -> tuple[VectorIndex | None, float]:
@@ -378,9 +447,9 @@ class VectorSearch:
         found: dict[IndexKind, VectorIndex] = {}
         for d in vector_indexes(conn):
             if "halfvec_cosine_ops" in d.definition and (m := _HALFVEC_DIM.search(d.definition)):
-                found.setdefault("halfvec", VectorIndex("halfvec", int(m.group(1))))
+                found.setdefault("halfvec", VectorIndex("halfvec", int(m.group(1)), d.name))
             elif "vector_cosine_ops" in d.definition and " hnsw " in d.definition:
-                found.setdefault("vector", VectorIndex("vector"))
+                found.setdefault("vector", VectorIndex("vector", None, d.name))
         if self.index_kind is not None:
             if self.index_kind not in found:
                 raise InvalidInput(f"this schema has no {self.index_kind} HNSW index on media_embeddings")
