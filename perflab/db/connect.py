@@ -9,14 +9,16 @@ from typing import Any
 import psycopg
 
 from perflab.config import Settings, redact_url
+from perflab.db.activity import application_name
 from perflab.errors import ServiceUnavailable
 
 
 def conninfo_kwargs(settings: Settings) -> dict[str, Any]:
-    """Connection options shared by single connections and pools."""
+    """Connection options shared by single connections and pools. The application_name names this
+    process (perflab.db.activity), so CPU readings can tell whose backend is whose."""
     return {
         "options": f"-c search_path={settings.db_schema},public",
-        "application_name": "perflab",
+        "application_name": application_name(),
         "connect_timeout": 5,
     }
 

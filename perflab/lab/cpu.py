@@ -8,12 +8,16 @@ figure regressions are judged on first. Each lab process group is a `Source`:
 - `OwnProcess(pid)`: one process without its children (the load client: this process, whose children
   include the service it measures).
 - `CounterSource(fn)`: a cumulative CPU-seconds counter from elsewhere (staging Redis: `INFO cpu`).
+- `PostgresBackends(postmaster, url, roots)`: the embedded PostgreSQL, but only the backends that
+  work for the processes of `roots` (by application_name): another client of the shared server is
+  an outsider.
 - `UNKNOWN`: a server whose CPU cannot be read (staging PostgreSQL); its figure is None.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -57,21 +61,25 @@ def process_table(proc: Path = Path("/proc")) -> ProcessTable:
     return table
 
 
-def tree_ticks(table: ProcessTable, root: int, exclude: int | None = None) -> int:
-    """Ticks of `root` and every live descendant, plus what each of them reaped; without the subtree
-    of `exclude` (e.g. the load client's tree without the service it started)."""
+def subtree(table: ProcessTable, root: int, exclude: int | None = None) -> set[int]:
+    """`root` and every live descendant; without the subtree of `exclude`."""
     children: dict[int, list[int]] = {}
     for pid, p in table.items():
         children.setdefault(p.ppid, []).append(pid)
-    total, stack, seen = 0, [root], set()
+    stack, seen = [root], set()
     while stack:
         pid = stack.pop()
         if pid in seen or pid not in table or pid == exclude:
             continue
         seen.add(pid)
-        total += table[pid].own + table[pid].reaped
         stack.extend(children.get(pid, ()))
-    return total
+    return seen
+
+
+def tree_ticks(table: ProcessTable, root: int, exclude: int | None = None) -> int:
+    """Ticks of `root` and every live descendant, plus what each of them reaped; without the subtree
+    of `exclude` (e.g. the load client's tree without the service it started)."""
+    return sum(table[pid].own + table[pid].reaped for pid in subtree(table, root, exclude))
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,91 @@ class _Unknown:
 
 
 UNKNOWN = _Unknown()
-Source = ProcessTree | OwnProcess | CounterSource | _Unknown
+
+
+class PostgresBackends:
+    """The embedded PostgreSQL's CPU that works for the lab: the postmaster, its background processes
+    (checkpointer, WAL writer, autovacuum: shared, as the lab's writes cause them), and the backends
+    whose connection names (perflab.db.activity) a process of `roots`' trees, with their parallel
+    workers. The backends of anyone else on the shared server (another notebook's index build, a
+    second bench) are outsiders: in the noise record, not in this CPU. When pg_stat_activity cannot
+    be read (the server is down in a fault phase), the whole server tree counts, as before. A backend
+    of the lab's that exited within the phase is lost (the postmaster reaps everyone's alike)."""
+
+    def __init__(self, postmaster: int, url: str, roots: tuple[int, ...]) -> None:
+        self.postmaster = postmaster
+        self.url = url
+        self.roots = roots
+
+    def _backends(self) -> list[Any] | None:
+        return _activity(self.url)
+
+    def local_ticks(self, table: ProcessTable) -> int:
+        from perflab.db.activity import owner_pid
+
+        if self.postmaster not in table:
+            return 0
+        listed = self._backends()
+        if listed is None:
+            return tree_ticks(table, self.postmaster)
+        lab: set[int] = set()
+        for root in self.roots:
+            lab |= subtree(table, root)
+        by_pid = {b.pid: b for b in listed}
+        ours = {
+            b.pid for b in listed if b.backend_type == "client backend" and owner_pid(b.application) in lab
+        }
+
+        def counts(pid: int) -> bool:
+            b = by_pid.get(pid)
+            if b is None:
+                return True  # not a backend pg_stat_activity lists (the logger): the server's own
+            if b.backend_type == "client backend":
+                return pid in ours
+            if b.leader_pid is not None and b.leader_pid != pid:
+                return b.leader_pid in ours  # a parallel worker counts with its leader
+            return True  # background: shared infrastructure
+
+        total = table[self.postmaster].own
+        for pid in subtree(table, self.postmaster) - {self.postmaster}:
+            if counts(pid):
+                total += table[pid].own + table[pid].reaped
+        return total
+
+    def seconds(self, table: ProcessTable) -> float | None:
+        return self.local_ticks(table) / ticks_per_s() if self.postmaster in table else None
+
+
+# One connection per server URL for reading pg_stat_activity, shared by every PostgresBackends of the
+# process (sources are built per phase; a connection each would churn backends inside the phases).
+_ACTIVITY: dict[str, Any] = {}
+_ACTIVITY_LOCK = threading.Lock()
+
+
+def _activity(url: str) -> list[Any] | None:
+    """pg_stat_activity of the server at `url`, or None when it cannot be read."""
+    import psycopg
+
+    from perflab.db.activity import application_name, backends
+
+    with _ACTIVITY_LOCK:
+        key = f"{os.getpid()} {url}"  # a forked child opens its own
+        conn = _ACTIVITY.get(key)
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(
+                    url, autocommit=True, connect_timeout=2, application_name=application_name()
+                )
+                _ACTIVITY[key] = conn
+            return backends(conn)
+        except psycopg.Error:
+            if conn is not None:
+                conn.close()
+            _ACTIVITY.pop(key, None)
+            return None
+
+
+Source = ProcessTree | OwnProcess | CounterSource | PostgresBackends | _Unknown
 
 
 def redis_cpu_seconds(client: Any) -> float | None:
@@ -132,18 +224,20 @@ def redis_cpu_seconds(client: Any) -> float | None:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def server_sources(settings: Settings) -> dict[str, Source]:
-    """Redis and PostgreSQL as CPU sources: their PIDs when embedded; on staging Redis `INFO cpu`, and
-    PostgreSQL unknown (its processes are on another host)."""
+def server_sources(settings: Settings, roots: tuple[int, ...] = ()) -> dict[str, Source]:
+    """Redis and PostgreSQL as CPU sources: their PIDs when embedded, PostgreSQL's counted for the
+    backends of `roots`' process trees (default: this process's); on staging Redis `INFO cpu`, and
+    PostgreSQL unknown (its processes are on another host). Redis is one process shared by every
+    client: another process's load on it is counted as the lab's."""
     if settings.embedded:
-        from perflab.servers.registry import embedded_servers
+        from perflab.servers.registry import embedded_servers, endpoints
 
         redis_server, pg_server = embedded_servers(settings)
         rpid, ppid = redis_server.pid(), pg_server.pid()
-        return {
-            "redis": ProcessTree(rpid) if rpid else UNKNOWN,
-            "postgres": ProcessTree(ppid) if ppid else UNKNOWN,
-        }
+        pg: Source = UNKNOWN
+        if ppid:
+            pg = PostgresBackends(ppid, endpoints(settings).database_url, roots or (os.getpid(),))
+        return {"redis": ProcessTree(rpid) if rpid else UNKNOWN, "postgres": pg}
     from perflab.cache import make_redis
     from perflab.servers.registry import endpoints
 
@@ -157,10 +251,11 @@ def lab_sources(
     """The standard split: server (the service tree), client (this process; with `client_tree`, its
     whole tree but the service, e.g. Locust workers), redis, postgres."""
     client: Source = ProcessTree(os.getpid(), server_pid) if client_tree else OwnProcess(os.getpid())
+    roots = (os.getpid(),) if server_pid is None else (os.getpid(), server_pid)
     return {
         "server": ProcessTree(server_pid) if server_pid else UNKNOWN,
         "client": client,
-        **server_sources(settings),
+        **server_sources(settings, roots),
     }
 
 
