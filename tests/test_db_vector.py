@@ -440,3 +440,11 @@ def test_generic_plan_without_the_index_keeps_the_statement_unnamed(db_conn, lib
         for _ in range(7):
             assert len(vs.search(big.user, q, path="hnsw")) == 10
         assert len(_generic_runs(db_conn)) == before  # nothing prepared: planned per call
+
+
+def test_a_server_that_refuses_the_generic_plan_question_answers_no(db_conn, lib) -> None:
+    """An older server (no GENERIC_PLAN) or a statement it cannot plan without values: not prepared,
+    and the caller's transaction is still usable."""
+    with db_conn.transaction():
+        assert not generic_plan_uses(db_conn, "SELECT %(x)s::int + %(y)s FROM no_such_table", "any")
+        assert db_conn.execute("SELECT 1").fetchone() == (1,)

@@ -253,10 +253,14 @@ def _plan_indexes(node: Any) -> Iterator[str]:
 
 def generic_plan_uses(conn: psycopg.Connection[Any], query: str, index_name: str) -> bool:
     """Whether the generic plan of `query` (planned without parameter values, as a prepared statement's
-    cached plan is) scans `index_name`. Nothing runs: EXPLAIN without ANALYZE."""
-    with conn.transaction():  # a savepoint inside a caller's transaction: a refusal leaves it usable
-        sql_bytes = ("EXPLAIN (GENERIC_PLAN, FORMAT JSON) " + _positional(query)).encode()
-        row = conn.execute(sql_bytes, prepare=False).fetchone()  # no values: never a prepared one
+    cached plan is) scans `index_name`. Nothing runs: EXPLAIN without ANALYZE. A server that refuses
+    the question (GENERIC_PLAN is PostgreSQL 16+; a staging server may be older) answers no."""
+    sql_bytes = ("EXPLAIN (GENERIC_PLAN, FORMAT JSON) " + _positional(query)).encode()
+    try:
+        with conn.transaction():  # a savepoint inside a caller's transaction: a refusal leaves it usable
+            row = conn.execute(sql_bytes, prepare=False).fetchone()  # no values: never a prepared one
+    except (psycopg.ProgrammingError, psycopg.NotSupportedError, psycopg.DataError):
+        return False
     return row is not None and index_name in set(_plan_indexes(row[0]))
 
 
