@@ -187,9 +187,14 @@ def _one_flight(conn: psycopg.Connection[Any]) -> Iterator[None]:
             yield
 
 
-def _where(filters: tuple[str, ...]) -> str:
-    # The user is always a condition of the ranking statement, and again of the join.
-    return " AND ".join(["user_id = %(u)s", "is_primary", *(_FILTER_SQL[f] for f in filters)])
+def _where(filters: tuple[str, ...], *, steer: bool = False) -> str:
+    # The user is always a condition of the ranking statement, and again of the join. `steer` writes
+    # it as `(user_id = %(u)s) IS TRUE` (the same rows), which no btree can serve: the HNSW statement
+    # runs only where the route chose the graph walk, and without this its generic plan (which guesses
+    # a user at 1/n_distinct of the table: 125 rows in the 100k seeded library) is the filter btree
+    # plus a sort of every row the user owns.
+    user = "(user_id = %(u)s) IS TRUE" if steer else "user_id = %(u)s"
+    return " AND ".join([user, "is_primary", *(_FILTER_SQL[f] for f in filters)])
 
 
 @functools.lru_cache(maxsize=64)
@@ -219,7 +224,8 @@ def _query(path: Path, filters: tuple[str, ...], index: VectorIndex | None = Non
         rank = (index or VectorIndex("vector")).rank_sql()
         top = (
             "WITH cand AS MATERIALIZED ("
-            f"SELECT media_file_id, embedding <=> %(q)s AS distance FROM media_embeddings WHERE {where}"
+            f"SELECT media_file_id, embedding <=> %(q)s AS distance FROM media_embeddings"
+            f" WHERE {_where(filters, steer=True)}"
             f" ORDER BY {rank} LIMIT %(n)s),"
             " top AS (SELECT * FROM cand ORDER BY distance LIMIT %(k)s)"
         )
