@@ -146,16 +146,21 @@ class PostgresBackends:
         self.postmaster = postmaster
         self.url = url
         self.roots = roots
-
-    def _backends(self) -> list[Any] | None:
-        return _activity(self.url)
+        self._last: tuple[ProcessTable, int] | None = None  # `read` asks seconds and local_ticks of one table
 
     def local_ticks(self, table: ProcessTable) -> int:
+        if self._last is not None and self._last[0] is table:
+            return self._last[1]
+        ticks = self._ticks(table)
+        self._last = (table, ticks)
+        return ticks
+
+    def _ticks(self, table: ProcessTable) -> int:
         from perflab.db.activity import owner_pid
 
         if self.postmaster not in table:
             return 0
-        listed = self._backends()
+        listed = _activity(self.url)
         if listed is None:
             return tree_ticks(table, self.postmaster)
         lab: set[int] = set()
