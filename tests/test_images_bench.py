@@ -43,7 +43,9 @@ def test_bench_json_contract(
     ratio = result["figures"]["throughput_ratio_vs_pyvips"]
     assert len(ratio["trials"]) == 5 and ratio["status"] in ("ok", "noisy")
     assert result["ci95"]["throughput_ratio_vs_pyvips"][0] <= ratio["median"]
-    assert result["throughput_ratio_vs_pyvips"] == round(ratio["median"], 3)
+    # the flat key rounds the exact median to 3 places, the figure record rounds it on its own: they can
+    # differ by one in the last place (1.1675 -> 1.168 or 1.167)
+    assert result["throughput_ratio_vs_pyvips"] == pytest.approx(ratio["median"], abs=0.001)
     assert len(result["trials"]["ours_images_per_s"]) == len(result["trials"]["pyvips_images_per_s"]) == 5
     for arm in ("throughput_ours", "throughput_pyvips"):
         assert result["cpu_ms_per_request"][arm]["pipeline"] > 0  # CPU ms per image, from /proc

@@ -165,8 +165,12 @@ def test_property_a_tampered_or_made_up_cookie_never_authenticates(
     cookie = auth.login(db_user, {})
     principal = auth.authenticate(cookie)
     assert principal is not None and principal.user_id == db_user
-    i = data.draw(st.integers(0, len(cookie) - 1))
-    c = data.draw(ANY_CHAR.filter(lambda ch: ch != cookie[i]))
+    # each example logs in anew, so the cookie differs between runs of one example: what is drawn must not
+    # depend on it (a filter on cookie[i] made Hypothesis report a flaky strategy)
+    i = data.draw(st.integers(0, 10_000)) % len(cookie)
+    c = data.draw(ANY_CHAR)
+    if c == cookie[i]:
+        c = "!" if c != "!" else "?"
     assert auth.authenticate(cookie[:i] + c + cookie[i + 1 :]) is None
     assert auth.authenticate(cookie[:i]) is None
     assert auth.authenticate(data.draw(ANY_TEXT)) is None
