@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from perflab.bench import vector
 from perflab.config import Settings
+from perflab.embed import HashingEmbedder
 from perflab.errors import ConfigError
 from perflab.servers import Endpoints
 
@@ -103,3 +107,71 @@ def test_bench_vector_cli_refuses_a_bad_config_in_one_line() -> None:
     """The flags are the Config's fields: a bad value is a ConfigError before anything runs."""
     with pytest.raises(ConfigError, match="--trials"):
         vector.main(Settings.from_env({}), ["--trials", "3", "--json"])
+
+
+def _tiny(vectors: list[list[float]], queries: list[list[float]]) -> vector._Data:
+    n = len(vectors)
+    v = np.asarray(vectors, dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    q = np.asarray(queries, dtype=np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return vector._Data(
+        v, np.zeros(n, int), np.full(n, "image"), np.ones(n, bool), np.zeros(n, int), {"A": n}, q
+    )
+
+
+def test_recall_counts_a_duplicate_of_a_true_neighbour_and_never_a_hidden_row() -> None:
+    # rows 0 and 1 are the same vector (a repeated caption); row 2 is far; row 3 is close but filtered out
+    data = _tiny([[1, 0], [1, 0], [0, 1], [1, 0.01]], [[1, 0]])
+    seen = np.array([True, True, True, False])
+    truth = vector._truth(data, seen, 1)
+    assert truth.matching == 3 and len(truth.ids[0]) == 1
+    assert vector._recall(data, truth, 0, [0], 1) == 1.0
+    assert vector._recall(data, truth, 0, [1], 1) == 1.0  # the tie is as good an answer
+    assert vector._recall(data, truth, 0, [2], 1) == 0.0
+    assert vector._recall(data, truth, 0, [3], 1) == 0.0  # closer than row 2, but the filter hides it
+    assert vector._recall(data, truth, 0, [], 1) == 0.0
+    two = vector._truth(data, seen, 2)
+    assert vector._recall(data, two, 0, [0, 0], 2) == 0.5  # a row returned twice counts once
+    assert vector._recall(data, two, 0, [1, 0], 2) == 1.0
+    none = vector._truth(data, np.zeros(4, bool), 10)
+    assert none.matching == 0 and vector._recall(data, none, 0, [], 10) == 1.0
+
+
+def test_caption_data_embeds_each_distinct_caption_once_and_caches_it(tmp_path: Path) -> None:
+    class Counting(HashingEmbedder):
+        texts = 0
+
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            Counting.texts += len(texts)
+            return super().embed(texts)
+
+    emb = Counting(384)
+    data = vector.caption_data(5000, 30, 7, emb, tmp_path)
+    assert data.vectors.shape == (5000, 384) and data.queries.shape == (30, 384)
+    distinct = len(np.unique(data.vectors, axis=0))
+    assert distinct < 5000  # captions repeat: exact ties exist
+    assert Counting.texts <= distinct + 30 + 5  # each distinct caption once (plus the queries)
+    again = vector.caption_data(5000, 30, 7, emb, tmp_path)
+    assert Counting.texts <= distinct + 60 + 5  # the second call read the cache: only its queries
+    assert np.array_equal(again.vectors, data.vectors) and np.array_equal(again.owner, data.owner)
+    (cached,) = tmp_path.iterdir()
+    cached.write_bytes(b"not a numpy file")  # a corrupt cache is re-embedded, never trusted
+    assert np.array_equal(vector.caption_data(5000, 30, 7, emb, tmp_path).vectors, data.vectors)
+    with pytest.raises(ConfigError, match="distinct queries"):
+        vector.caption_data(5000, 100_000, 7, emb, tmp_path)
+
+
+def test_bench_vector_on_captions(
+    base_settings: Settings, servers: Endpoints, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = base_settings.replace(embedder="hashing")
+    argv = ["--rows", "3000", "--queries", "20", "--ef", "40", "--kinds", "halfvec", "--duration", "0.2"]
+    assert vector.main(s, [*argv, "--data", "captions", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["data_kind"] == "captions" and out["model"].startswith("perflab-hashing")
+    assert out["data"].startswith("captions: 3000 seeded captions")
+    assert out["configs"][0]["recall_at_10"] == 1.0  # exact, scored with ties
+    assert all(c["k_rows_whenever_k_match"] for c in out["filter_matrix"]["cells"] if c.get("measured", True))
+    with pytest.raises(ConfigError, match="--data"):
+        vector.Config(data="glove")

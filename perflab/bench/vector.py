@@ -5,10 +5,20 @@ On the measurement contract (perflab/bench/contract.py): `Config` holds every kn
 flags: `--rows --queries --ef --k --seed --duration --trials --kinds --batch-rows --parallel-workers`),
 `run(settings, cfg) -> Result`; notebook 04 and `perflab bench vector` call the same `run`.
 
-Data: clustered synthetic unit vectors (gaussian blobs around random centres on the sphere), loaded
-with perflab's binary COPY into a schema of the benchmark's own (`bench_vector_<pid>`, dropped at the
-end; nothing else is read or written). Queries are fresh draws from the same blobs. Ground truth is
-numpy brute force over exactly the rows each query may see (the user's, after filters).
+Data (`--data`), loaded with perflab's binary COPY into a schema of the benchmark's own
+(`bench_vector_<pid>`, dropped at the end; nothing else is read or written):
+- `clustered` (default): synthetic unit vectors, gaussian blobs around 100 random centres on the
+  sphere; queries are fresh draws from the same blobs. Isotropic noise in 384 dimensions makes a
+  point's neighbours within its blob nearly equidistant: a worst case for a graph index.
+- `captions`: what the service searches: the seeded library's captions (perflab/db/vocabulary.py,
+  the same generator as `perflab db seed`) through the configured embedder, each distinct caption
+  embedded once (and cached under `<home>/cache/bench_vector/`), and queries drawn from the seeded
+  query vocabulary, embedded by the same model. Captions repeat (about 420k distinct in 1M rows), so
+  there are exact ties.
+Ground truth is numpy brute force over exactly the rows each query may see (the user's, after
+filters). recall@10 counts a returned row as a true neighbour when it may be seen and its similarity
+is at least the 10th best's (less `TIE_EPS`): a duplicate of a true neighbour is as good an answer,
+which is how ann-benchmarks scores ties. Without ties this is the overlap with the true top 10.
 
 Layout of the `rows` rows: user A (50 %), user B (10 %), user C (1 %), and small users of 100..8000
 rows for the exact/HNSW crossover sweep; the rest belongs to filler users. 5 % of rows are videos,
@@ -41,6 +51,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -70,8 +81,11 @@ from perflab.db.indexes import (
     reindex,
     table_size,
 )
+from perflab.db.seed import embed_captions
 from perflab.db.vector import EXACT_THRESHOLD, IndexKind, raw_knn_hits_sql, raw_knn_sql, raw_session
 from perflab.db.versions import server_versions
+from perflab.db.vocabulary import QueryVocabulary, caption_for
+from perflab.embed import Embedder, make_embedder
 from perflab.errors import ConfigError
 from perflab.lab.cpu import lab_sources
 from perflab.lab.latency import LatencyHistogram
@@ -80,6 +94,8 @@ from perflab.servers.registry import endpoints
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000, 4000, 8000)
 MODEL = "bench-clustered"
+DATA = ("clustered", "captions")
+TIE_EPS = 1e-5  # cosine similarities this close are a tie: far below halfvec's ~1e-3 resolution
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 MATRIX_SHARES = (0.01, 0.10, 0.50, 0.99)
 VECTOR_INDEX = FLOAT_HNSW_INDEX.name
@@ -116,10 +132,19 @@ class Config:
         },
     )
     parallel_workers: int = field(default=1, metadata={"help": "parallel workers for the index builds"})
+    data: str = field(
+        default="clustered",
+        metadata={
+            "help": "clustered (gaussian blobs, a graph index's worst case) or captions (the seeded"
+            " library's captions and queries through the configured embedder)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rows < 1000:
             raise ConfigError(f"--rows must be at least 1000, not {self.rows}")
+        if self.data not in DATA:
+            raise ConfigError(f"--data takes {' or '.join(DATA)}, not {self.data!r}")
         if self.trials < MIN_TRIALS:
             raise ConfigError(f"--trials must be at least {MIN_TRIALS}, not {self.trials}")
         try:
@@ -198,14 +223,79 @@ def make_data(rows: int, dims: int, queries: int, seed: int, clusters: int = 100
     return _Data(vectors, owner, media_type, completed, uploaded, sizes, q)
 
 
-def _truth(data: _Data, mask: np.ndarray, k: int) -> list[set[int]]:
+def caption_data(rows: int, queries: int, seed: int, embedder: Embedder, cache: Path) -> _Data:
+    """The `captions` data: the seeder's captions over the same layout as `make_data`, embedded once
+    per distinct caption (the vectors cached in `cache` by model, seed and rows), and queries drawn
+    without replacement from the seeded query vocabulary."""
+    rng = np.random.default_rng([seed, 1_000_003])
+    sizes = _layout(rows)
+    owner = np.repeat(np.arange(len(sizes)), list(sizes.values()))
+    rng.shuffle(owner)
+    media_type = np.where(rng.uniform(size=rows) < 0.05, "video", "image")
+    completed = rng.uniform(size=rows) >= 0.02
+    uploaded = rng.integers(0, 365 * 86400, size=rows)
+    captions = [caption_for(rng, str(t))[0] for t in media_type]
+    vocabulary = QueryVocabulary(seed).queries
+    if queries > len(vocabulary):
+        raise ConfigError(
+            f"--data captions has {len(vocabulary)} distinct queries, fewer than --queries {queries}"
+        )
+    texts = [vocabulary[i] for i in rng.choice(len(vocabulary), size=queries, replace=False)]
+    path = cache / f"{embedder.model_name.replace('/', '_')}-seed{seed}-rows{rows}.npy"
+    vectors = _cached_vectors(path, rows, embedder.dim)
+    if vectors is None:
+        vectors = embed_captions(embedder, captions, batch_size=256)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            np.save(f, vectors)
+        tmp.replace(path)  # whole or absent: a run killed mid-write leaves no half file
+    return _Data(vectors, owner, media_type, completed, uploaded, sizes, embedder.embed(texts))
+
+
+def _cached_vectors(path: Path, rows: int, dim: int) -> np.ndarray | None:
+    """The cached caption vectors, or None when absent or not what this run needs (then re-embedded)."""
+    try:
+        out = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    ok = out.dtype == np.float32 and out.shape == (rows, dim) and bool(np.isfinite(out).all())
+    return out if ok else None
+
+
+@dataclass
+class _Truth:
+    """The exact answer per query over the rows a filter lets it see."""
+
+    mask: np.ndarray  # bool per row: may this query's filter see it
+    ids: list[set[int]]  # the true top-k rows per query
+    kth: np.ndarray  # the k-th best similarity per query (-inf when nothing matches)
+    matching: int  # rows the filter lets through
+
+
+def _truth(data: _Data, mask: np.ndarray, k: int) -> _Truth:
     idx = np.flatnonzero(mask)
+    nq = len(data.queries)
     if idx.size == 0:
-        return [set() for _ in range(len(data.queries))]
+        return _Truth(mask, [set() for _ in range(nq)], np.full(nq, -np.inf), 0)
     sims = data.queries @ data.vectors[idx].T
     kk = min(k, idx.size)
     top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-    return [set(idx[row].tolist()) for row in top]
+    kth = np.take_along_axis(sims, top, axis=1).min(axis=1)
+    return _Truth(mask, [set(idx[row].tolist()) for row in top], kth, int(idx.size))
+
+
+def _recall(data: _Data, truth: _Truth, i: int, got: list[int], k: int) -> float:
+    """recall@k of query i's answer `got` (rows), ties counted as hits (see the module docstring)."""
+    if truth.matching == 0:
+        return 1.0
+    kk = min(k, truth.matching)
+    rows = np.fromiter(dict.fromkeys(got), dtype=np.int64)
+    if rows.size == 0:
+        return 0.0
+    seen = rows[truth.mask[rows]]  # a row the filter should have hidden is never a hit
+    sims = data.vectors[seen] @ data.queries[i]
+    return min(int((sims >= truth.kth[i] - TIE_EPS).sum()), kk) / kk
 
 
 def _qps(fn: Any, n_queries: int, threads: int, duration_s: float) -> tuple[float, int]:
@@ -269,7 +359,16 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
     schema = f"bench_vector_{os.getpid()}"
     s = settings.replace(db_schema=schema)
     url = endpoints(s).database_url
-    data = make_data(rows, dims, queries, seed)
+    if cfg.data == "captions":
+        embedder = make_embedder(settings, threads=os.cpu_count() or 1)  # as seeding: every core
+        model = embedder.model_name
+        log(
+            f"captions data: embedding with {model} (cached under {settings.home / 'cache' / 'bench_vector'}) ..."
+        )
+        data = caption_data(rows, queries, seed, embedder, settings.home / "cache" / "bench_vector")
+    else:
+        model = MODEL
+        data = make_data(rows, dims, queries, seed)
     user_ids = {name: uuid.UUID(int=i + 1) for i, name in enumerate(data.user_sizes)}
     names = list(data.user_sizes)
     media_ids = [uuid.UUID(int=(1 << 64) + i) for i in range(rows)]
@@ -306,7 +405,7 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
                     users=users,
                     media=media,
                     embeddings=data.vectors,
-                    model_name=MODEL,
+                    model_name=model,
                     rebuild_vector_index=True,
                     progress=False,
                     parallel_workers=parallel_workers,
@@ -339,10 +438,10 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
             vs = searchers[kinds[0]]
             completed = data.completed
 
-            def recall_of(hits: list[Any], truth: set[int], user: str) -> float:
-                got = {row_of[h.media_id] for h in hits}
+            def recall_of(hits: list[Any], truth: _Truth, i: int, user: str) -> float:
+                got = [row_of[h.media_id] for h in hits]
                 assert all(data.owner[r] == names.index(user) for r in got), "another user's media returned"
-                return len(got & truth) / max(1, min(k, len(truth))) if truth else 1.0
+                return _recall(data, truth, i, got, k)
 
             def measure(
                 user: str,
@@ -370,7 +469,7 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
                     return hits
 
                 def checked(i: int, hits: list[Any]) -> None:
-                    recall.append(recall_of(hits, truth[i], user))
+                    recall.append(recall_of(hits, truth, i, user))
                     shortest[0] = min(shortest[0], len(hits))
 
                 raw_sql = raw_knn_sql(raw_kind, dims).encode() if raw_kind else b""
@@ -386,10 +485,7 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
                     return go
 
                 def raw_checked(i: int, got: list[Any]) -> None:
-                    t = truth[i]
-                    raw_recall.append(
-                        len({row_of[g[0]] for g in got} & t) / max(1, min(k, len(t))) if t else 1.0
-                    )
+                    raw_recall.append(_recall(data, truth, i, [row_of[g[0]] for g in got], k))
 
                 for i in range(min(10, n_q)):  # warm all
                     one(i)
@@ -577,8 +673,15 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
     result.legacy = {
         "rows": rows,
         "dims": dims,
-        "data": f"clustered synthetic: {rows} unit vectors in 100 gaussian clusters, seed {seed}; "
-        f"{queries} held-out queries from the same clusters; ground truth = numpy brute force",
+        "data": (
+            f"clustered synthetic: {rows} unit vectors in 100 gaussian clusters, seed {seed}; "
+            f"{queries} held-out queries from the same clusters; ground truth = numpy brute force"
+            if cfg.data == "clustered"
+            else f"captions: {rows} seeded captions (seed {seed}) embedded by {model}; {queries} queries from"
+            " the seeded query vocabulary, same model; ground truth = numpy brute force, ties counted as hits"
+        ),
+        "data_kind": cfg.data,
+        "model": model,
         "k": k,
         "search": "perflab.db.VectorSearch.search (pooled psycopg, session ef_search sent when it changes,"
         " one statement per search, k candidates ordered by exact distance)",
