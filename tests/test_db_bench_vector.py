@@ -175,3 +175,17 @@ def test_bench_vector_on_captions(
     assert all(c["k_rows_whenever_k_match"] for c in out["filter_matrix"]["cells"] if c.get("measured", True))
     with pytest.raises(ConfigError, match="--data"):
         vector.Config(data="glove")
+
+
+def test_best_within_picks_the_highest_recall_inside_the_latency_budget() -> None:
+    configs = [
+        {"index": "exact", "recall_at_10": 1.0, "p95_ms": 80.0},
+        {"index": "hnsw", "recall_at_10": 0.93, "p95_ms": 2.1},
+        {"index": "hnsw", "recall_at_10": 0.99, "p95_ms": 2.9},
+        {"index": "hnsw", "recall_at_10": 0.99, "p95_ms": 2.5},
+        {"index": "hnsw", "recall_at_10": 0.999, "p95_ms": 3.4},
+    ]
+    best = vector.best_within(configs, 3.0)
+    assert best is not None and (best["recall_at_10"], best["p95_ms"]) == (0.99, 2.5)
+    assert vector.best_within(configs, 100.0)["recall_at_10"] == 0.999  # type: ignore[index]  # exact is no HNSW setting
+    assert vector.best_within(configs, 1.0) is None

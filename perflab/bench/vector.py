@@ -733,6 +733,14 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
     return result
 
 
+def best_within(configs: list[dict[str, Any]], p95_ms: float) -> dict[str, Any] | None:
+    """The HNSW config with the highest recall@10 among those whose serial p95 is within `p95_ms`
+    (the lower p95 among equals), or None: the issue-style target "some setting reaches recall R at
+    p95 <= B" as one figure."""
+    fits = [c for c in configs if c["index"] == "hnsw" and c["p95_ms"] <= p95_ms]
+    return max(fits, key=lambda c: (c["recall_at_10"], -c["p95_ms"]), default=None)
+
+
 def _cell(
     kind: str, share: float, matching: int, rows: int, r: dict[str, Any], base: dict[str, Any]
 ) -> dict[str, Any]:
