@@ -268,7 +268,6 @@ class _Truth:
     """The exact answer per query over the rows a filter lets it see."""
 
     mask: np.ndarray  # bool per row: may this query's filter see it
-    ids: list[set[int]]  # the true top-k rows per query
     kth: np.ndarray  # the k-th best similarity per query (-inf when nothing matches)
     matching: int  # rows the filter lets through
 
@@ -277,12 +276,12 @@ def _truth(data: _Data, mask: np.ndarray, k: int) -> _Truth:
     idx = np.flatnonzero(mask)
     nq = len(data.queries)
     if idx.size == 0:
-        return _Truth(mask, [set() for _ in range(nq)], np.full(nq, -np.inf), 0)
+        return _Truth(mask, np.full(nq, -np.inf), 0)
     sims = data.queries @ data.vectors[idx].T
     kk = min(k, idx.size)
     top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
     kth = np.take_along_axis(sims, top, axis=1).min(axis=1)
-    return _Truth(mask, [set(idx[row].tolist()) for row in top], kth, int(idx.size))
+    return _Truth(mask, kth, int(idx.size))
 
 
 def _recall(data: _Data, truth: _Truth, i: int, got: list[int], k: int) -> float:
