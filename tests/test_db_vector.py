@@ -29,7 +29,8 @@ from perflab.db import (
     make_pool,
     migrate,
 )
-from perflab.db.vector import VectorIndex, _query, generic_plan_uses
+from perflab.db import vector as vector_module
+from perflab.db.vector import VectorIndex, _query, generic_plan_uses, threshold_for
 from perflab.servers import Endpoints
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -123,6 +124,25 @@ def test_paths_follow_library_size(db_pool, lib) -> None:
     assert vs.path_for(lib["big"].user) == "hnsw"
     assert vs.path_for(lib["small"].user) == "exact"
     assert VectorSearch(db_pool, exact_threshold=5000).path_for(lib["big"].user) == "exact"
+
+
+def test_the_exact_threshold_grows_as_the_square_root_of_the_table() -> None:
+    assert threshold_for(0) == threshold_for(3_000) == threshold_for(100_000) == 2_000  # the floor
+    assert threshold_for(1_000_000) == 6_325  # the 1M sweep's crossover lies between 4,000 and 8,000
+    assert threshold_for(10_000_000) == 20_000
+    assert threshold_for(1_000_000, base=10) == 32
+
+
+def test_a_larger_table_moves_a_user_to_the_exact_path(db_pool, lib, monkeypatch) -> None:
+    """With the reference size shrunk so that this 3,300-row table counts as large, the threshold
+    grows past the big user's 3,000 rows: the count is capped at the new threshold, not the old."""
+    big, q = lib["big"], lib["queries"][0]
+    assert VectorSearch(db_pool).search_routed(big.user, q)[1].path == "hnsw"
+    monkeypatch.setattr(vector_module, "THRESHOLD_ROWS", 1_000)
+    vs = VectorSearch(db_pool)
+    hits, route = vs.search_routed(big.user, q)
+    assert route.path == "exact" and route.threshold > 3_000 and route.matches < route.threshold
+    assert len(hits) == 10 and vs.path_for(big.user) == "exact"
 
 
 def test_hnsw_path_uses_the_index_and_exact_path_does_not(db_conn, lib) -> None:

@@ -516,6 +516,7 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
                     "samples_per_trial": n_q,
                     "route": routes[-1].path if routes else None,
                     "route_ef": routes[-1].ef if routes else None,
+                    "route_threshold": routes[-1].threshold if routes else None,
                 }
                 if label:
                     result.estimates[f"{label}_p95_ms"] = est[95]
@@ -698,6 +699,7 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
         },
         "filtered": {
             "exact_threshold": EXACT_THRESHOLD,
+            "exact_threshold_at_rows": vs.threshold_for(rows),
             "default_ef_search": vs.ef_search,
             "cases": cases,
             "sweep": sweep,
@@ -750,6 +752,7 @@ def _cell(
         "table_share": round(matching / rows, 5),
         "route": r["route"],
         "route_ef": r["route_ef"],
+        "route_threshold": r["route_threshold"],
         "min_results": r["min_results"],
         "k_rows_whenever_k_match": r["min_results"] >= min(10, matching),
         "recall_at_10": r["recall_at_10"],

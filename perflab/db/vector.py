@@ -3,8 +3,9 @@
 The path is chosen from the size of what the WHOLE filter keeps (user, status, media type, dates), not
 from the user's size: a large user with a narrow date window keeps a few dozen rows, and the exact
 answer over those is both right and faster than any graph walk. That size is a bounded count (at most
-`exact_threshold + 1` entries of the covering btree `idx_media_embeddings_filter`, index-only), and the
-decision is remembered per (user, filter values) for `path_ttl_s`.
+threshold + 1 entries of the covering btree `idx_media_embeddings_filter`, index-only), and the
+decision is remembered per (user, filter values) for `path_ttl_s`. The threshold is `exact_threshold`
+(2,000) up to 100k rows and grows as the square root of the table beyond (`threshold_for`).
 
 - exact: the filtered rows through the btree, distances computed for those rows only, top k sorted.
   Recall is 1.0 by construction. The distances are computed in a MATERIALIZED CTE so the planner cannot
@@ -23,7 +24,7 @@ The user id is a condition of the statement that ranks, and the media join repea
 return another user's media. The exact statements are unnamed (not prepared), so each is planned for
 its own parameters. The HNSW statement is prepared when its generic plan (PostgreSQL's
 `EXPLAIN (GENERIC_PLAN)`, checked once per statement and `path_ttl_s`) ranks with the HNSW index:
-only filters that keep more than `exact_threshold` rows reach it, so one plan serves them all, and
+only filters that keep more than the threshold reach it, so one plan serves them all, and
 planning was the largest part of what perflab cost over a prepared hand-written loop. A generic plan
 that does not use the index keeps the statement unnamed. A search is one statement and one round trip;
 the settings, when they change, ride in the same pipeline flush.
@@ -61,6 +62,9 @@ Path = Literal["exact", "hnsw"]
 # is as fast as the index, and exact. ef_search 100 gives recall@10 >= 0.99
 # on clustered data with the schema's ef_construction=128.
 EXACT_THRESHOLD = 2_000
+# The table size EXACT_THRESHOLD was measured at; the threshold grows as sqrt(rows / this) above it
+# (threshold_for).
+THRESHOLD_ROWS = 100_000
 DEFAULT_EF_SEARCH = 100
 MAX_K = 1000
 MAX_EF = 1000
@@ -121,12 +125,13 @@ class Hit:
 @dataclass(frozen=True)
 class Route:
     """How one search runs: the path, the rows the whole filter keeps (counted up to the exact
-    threshold + 1, so `matches > exact_threshold` means "more"), and the ef_search used."""
+    threshold + 1, so `matches > threshold` means "more"), and the ef_search used."""
 
     path: Path
     matches: int
     ef: int
     selectivity: float  # the planner's estimate of the share of the table the filter keeps
+    threshold: int = EXACT_THRESHOLD  # the exact/HNSW threshold at this table's size
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,15 @@ def generic_plan_uses(conn: psycopg.Connection[Any], query: str, index_name: str
     return row is not None and index_name in set(_plan_indexes(row[0]))
 
 
+def threshold_for(rows_total: float, base: int = EXACT_THRESHOLD) -> int:
+    """The exact/HNSW crossover for a table of `rows_total` rows: `base` up to THRESHOLD_ROWS, then
+    base * sqrt(rows_total / THRESHOLD_ROWS). The exact path computes m distances for m matching
+    rows; a walk through a filter that keeps m of N rows visits about ef * N / m nodes to find its k;
+    the two cost the same at m ~ sqrt(ef * N). Measured crossovers (`perflab bench vector`, the
+    sweep): ~2,000 rows at 100k, between 4,000 and 8,000 at 1M (this gives 6,325)."""
+    return max(base, round(base * math.sqrt(max(rows_total, 0.0) / THRESHOLD_ROWS)))
+
+
 def ef_for_selectivity(ef: int, k: int, selectivity: float) -> int:
     """ef_search for one query. A filter that keeps a share s of the table leaves the walk's candidate
     list holding about s * ef matches; the iterative scan makes up the count, but judges each batch it
@@ -356,11 +370,12 @@ class VectorSearch:
         with borrow(self.pool) as conn:
             try:
                 index, rows_total = self._schema_index(conn)
-                matches, estimate = self._matches(conn, uid, names, params)
+                threshold = self.threshold_for(rows_total)
+                matches, estimate = self._matches(conn, uid, names, params, threshold)
                 selectivity = min(estimate / max(rows_total, 1.0), 1.0)
                 chosen: Path
                 if path == "auto":
-                    chosen = "exact" if matches <= self.exact_threshold or index is None else "hnsw"
+                    chosen = "exact" if matches <= threshold or index is None else "hnsw"
                 else:
                     chosen = path
                 if ef_search is not None:
@@ -385,7 +400,7 @@ class VectorSearch:
                     rows = self._run(conn, _query("exact", names), params, ef)
             except psycopg.errors.DataException as exc:
                 raise InvalidInput(f"rejected by the database: {exc.diag.message_primary}") from exc
-        return [Hit(*row) for row in rows], Route(chosen, matches, ef, round(selectivity, 6))
+        return [Hit(*row) for row in rows], Route(chosen, matches, ef, round(selectivity, 6), threshold)
 
     def _prepare_hnsw(self, conn: psycopg.Connection[Any], query: str, index: VectorIndex) -> bool:
         """Whether to prepare this HNSW statement: its generic plan ranks with the index (checked once
@@ -474,12 +489,22 @@ class VectorSearch:
             self._index = (now + self.path_ttl_s, index, total)
         return index, total
 
+    def threshold_for(self, rows_total: float) -> int:
+        """The exact/HNSW threshold for a table this size (`threshold_for`, from `exact_threshold`)."""
+        return threshold_for(rows_total, self.exact_threshold)
+
     def _matches(
-        self, conn: psycopg.Connection[Any], uid: uuid.UUID, names: tuple[str, ...], params: dict[str, Any]
+        self,
+        conn: psycopg.Connection[Any],
+        uid: uuid.UUID,
+        names: tuple[str, ...],
+        params: dict[str, Any],
+        threshold: int,
     ) -> tuple[int, float]:
         """(rows the filter keeps, counted up to the threshold + 1; the planner's unbounded estimate),
-        both in one round trip, remembered per (user, filter values)."""
-        key = (uid, *((n, params[n]) for n in names))
+        both in one round trip, remembered per (user, filter values, threshold: a count capped at one
+        threshold says nothing about a higher one)."""
+        key = (uid, threshold, *((n, params[n]) for n in names))
         now = time.monotonic()
         with self._lock:
             hit = self._routes.get(key)
@@ -488,13 +513,13 @@ class VectorSearch:
         fparams = {n: params[n] for n in ("u", *names)}
         with _one_flight(conn):
             counted = conn.execute(
-                _count_query(names).encode(), {**fparams, "cap": self.exact_threshold + 1}, prepare=True
+                _count_query(names).encode(), {**fparams, "cap": threshold + 1}, prepare=True
             )
             planned = conn.execute(_estimate_query(names).encode(), fparams, prepare=True)
         row, plan = counted.fetchone(), planned.fetchone()
         matches = int(row[0]) if row else 0
         estimate = float(plan[0][0]["Plan"]["Plan Rows"]) if plan else float(matches)
-        if matches <= self.exact_threshold:
+        if matches <= threshold:
             estimate = float(matches)  # counted exactly
         with self._lock:
             self._routes[key] = (now + self.path_ttl_s, matches, estimate)
@@ -510,13 +535,13 @@ class VectorSearch:
         filters.validate()
         fparams = filters.params()
         names = tuple(sorted(fparams))
-        key = (uid, *((n, fparams[n]) for n in names))
-        with self._lock:
-            self._routes.pop(key, None)
         with borrow(self.pool) as conn:
-            index, _ = self._schema_index(conn)
-            matches, _ = self._matches(conn, uid, names, {"u": uid, **fparams})
-        return "exact" if matches <= self.exact_threshold or index is None else "hnsw"
+            index, rows_total = self._schema_index(conn)
+            threshold = self.threshold_for(rows_total)
+            with self._lock:
+                self._routes.pop((uid, threshold, *((n, fparams[n]) for n in names)), None)
+            matches, _ = self._matches(conn, uid, names, {"u": uid, **fparams}, threshold)
+        return "exact" if matches <= threshold or index is None else "hnsw"
 
 
 def library_embedders(source: PoolOrConn, user_id: uuid.UUID | str | None = None) -> list[str]:
