@@ -156,8 +156,14 @@ def test_caption_data_embeds_each_distinct_caption_once_and_caches_it(tmp_path: 
     assert Counting.texts <= distinct + 60 + 5  # the second call read the cache: only its queries
     assert np.array_equal(again.vectors, data.vectors) and np.array_equal(again.owner, data.owner)
     (cached,) = tmp_path.iterdir()
-    cached.write_bytes(b"not a numpy file")  # a corrupt cache is re-embedded, never trusted
+    whole = cached.read_bytes()
+    cached.write_bytes(whole[: len(whole) // 2])  # a cache cut short is re-embedded, never trusted
     assert np.array_equal(vector.caption_data(5000, 30, 7, emb, tmp_path).vectors, data.vectors)
+    cached.write_bytes(b"not a numpy file")
+    assert np.array_equal(vector.caption_data(5000, 30, 7, emb, tmp_path).vectors, data.vectors)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")  # unwritable, even for root
+    assert np.array_equal(vector.caption_data(5000, 30, 7, emb, blocked).vectors, data.vectors)
     with pytest.raises(ConfigError, match="distinct queries"):
         vector.caption_data(5000, 100_000, 7, emb, tmp_path)
 

@@ -42,6 +42,7 @@ Printed (one JSON object with --json, perflab/bench/contract.py's envelope):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -245,11 +246,15 @@ def caption_data(rows: int, queries: int, seed: int, embedder: Embedder, cache: 
     vectors = _cached_vectors(path, rows, embedder.dim)
     if vectors is None:
         vectors = embed_captions(embedder, captions, batch_size=256)
-        cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            np.save(f, vectors)
-        tmp.replace(path)  # whole or absent: a run killed mid-write leaves no half file
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as f:
+                np.save(f, vectors)
+            tmp.replace(path)  # whole or absent: a run killed mid-write leaves no half file
+        except OSError:  # a full or read-only disk costs the next run the embedding, not this run
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return _Data(vectors, owner, media_type, completed, uploaded, sizes, embedder.embed(texts))
 
 
@@ -257,7 +262,7 @@ def _cached_vectors(path: Path, rows: int, dim: int) -> np.ndarray | None:
     """The cached caption vectors, or None when absent or not what this run needs (then re-embedded)."""
     try:
         out = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # absent, not a numpy file, or cut short
         return None
     ok = out.dtype == np.float32 and out.shape == (rows, dim) and bool(np.isfinite(out).all())
     return out if ok else None
