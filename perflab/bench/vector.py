@@ -657,6 +657,7 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
                         **{x: r[x] for x in ("recall_at_10", "p50_ms", "p95_ms", "p99_ms", "min_results")},
                     }
                 )
+            log("exact/HNSW crossover sweep ...")
             sweep = []
             for name in names:
                 if not name.startswith("sweep_"):
