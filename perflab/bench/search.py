@@ -292,20 +292,24 @@ class SearchBench:
         *,
         settled: bool = False,
         rate_per_s: float | None = None,
+        url: str | None = None,
     ) -> LoadResult:
         """Every request a new query: search-cache and embedding-cache misses (embed + vector search).
         `settled`: first wait until the service is idle (see perflab.lab.cpu.settle). `rate_per_s`: the
         open model instead (phase `open_cold`): requests due at that fixed rate, each latency from its
-        due time, at most `concurrency` in flight (signed in before the clock starts)."""
+        due time, at most `concurrency` in flight (signed in before the clock starts). `url`: an
+        `extra_service` instead of the bench's own (its queries are new too: the two share a cache)."""
+        url = url or self.url
         queries = self._cold_queries(requests)
-        clients = _Clients(self.url, self.cfg.users, self.cfg.seed + 1000 + self._cold_next)
+        clients = _Clients(url, self.cfg.users, self.cfg.seed + 1000 + self._cold_next)
         call = _search(clients, lambda i: queries[i], stages)
         try:
             if rate_per_s is not None:
                 clients.sign_in(concurrency)
+            sources = self._url_sources.get(url, self._sources)
             if settled:
-                settle(self._sources["server"])
-            with Phase("cold" if rate_per_s is None else "open_cold", self._sources) as ph:
+                settle(sources["server"])
+            with Phase("cold" if rate_per_s is None else "open_cold", sources) as ph:
                 if rate_per_s is None:
                     res = run_closed(call, concurrency=concurrency, requests=requests, keep_samples=True)
                 else:
