@@ -153,3 +153,43 @@ def test_counts_for_durability_checks(db_pool, db_conn, user) -> None:
     assert count_media(db_pool) == before + 1 and count_user_media(db_pool, email) == mine + 1
     assert count_media(db_pool, [mid, uuid.uuid4()]) == 1 and count_media(db_pool, []) == 0
     assert count_user_media(db_pool, "nobody@test.invalid") == 0
+
+
+def test_the_hydrate_read_is_one_round_trip_on_a_pooled_connection(
+    base_settings, servers, db_pool, user, tmp_path
+) -> None:
+    """A pooled connection sends BEGIN, the statement and COMMIT (three round trips, on every cold
+    search); `borrow(one_statement=True)` runs the read in autocommit. Read from libpq's own protocol
+    trace of the one connection the pool holds, so what the server was sent is what is checked."""
+    from perflab.db import QueryOptimizer, borrow, make_pool
+
+    derivs = [{"name": "master", "width": 8, "height": 8, "format": "jpeg", "key": "cd/cd-m.jpg", "bytes": 3}]
+    mid = insert_media(db_pool, user, NewMedia(filename="t.jpg", derivatives=derivs), unit(7), model_name="t")
+
+    def sent_by(work) -> str:
+        trace = tmp_path / "libpq.trace"
+        pool = make_pool(base_settings, servers.database_url, min_size=1, max_size=1, open=True)
+        with pool, trace.open("w") as out:
+            with pool.connection() as traced:  # the pool's only connection: traced from here on
+                traced.pgconn.trace(out.fileno())
+            work(pool)
+            with pool.connection() as conn:
+                sent = trace.read_text()
+                conn.pgconn.untrace()
+                assert conn is traced and not conn.autocommit  # the pool keeps its own mode
+        return sent
+
+    def plain(pool) -> None:
+        with borrow(pool) as conn:
+            conn.execute("SELECT 1").fetchall()
+
+    assert "BEGIN" in sent_by(plain) and "COMMIT" in sent_by(plain)  # what a plain borrow costs
+
+    def hydrate(pool) -> None:
+        queries = QueryOptimizer(pool)
+        assert queries.media_derivatives(user, [mid]) == {mid: derivs}
+        assert queries.user_media(user, mid)["derivatives"] == derivs
+
+    sent = sent_by(hydrate)
+    assert "BEGIN" not in sent and "COMMIT" not in sent
+    assert sent.count("\tExecute\t") == 2  # the two reads, nothing else

@@ -80,11 +80,21 @@ def make_pool(
 
 
 @contextlib.contextmanager
-def borrow(source: PoolOrConn) -> Iterator[psycopg.Connection[Any]]:
-    """A connection from a pool (returned afterwards) or the connection itself (left open)."""
+def borrow(source: PoolOrConn, *, one_statement: bool = False) -> Iterator[psycopg.Connection[Any]]:
+    """A connection from a pool (returned afterwards) or the connection itself (left open).
+
+    `one_statement`: the caller runs a single statement, which needs no transaction of its own, so a
+    pooled connection runs it in autocommit: one round trip, where a pooled connection otherwise sends
+    BEGIN, the statement and, when it goes back, COMMIT (three round trips, each a wake-up of the
+    client and of a backend; the search path's hydrate paid them on every cold search). A caller's
+    own connection is used as given, inside its transaction if it has one."""
     if isinstance(source, ConnectionPool):
         with source.connection() as conn:
-            yield conn
+            if one_statement:
+                with autocommit(conn):
+                    yield conn
+            else:
+                yield conn
     else:
         yield source
 
