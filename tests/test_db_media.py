@@ -183,7 +183,8 @@ def test_the_hydrate_read_is_one_round_trip_on_a_pooled_connection(
         with borrow(pool) as conn:
             conn.execute("SELECT 1").fetchall()
 
-    assert "BEGIN" in sent_by(plain) and "COMMIT" in sent_by(plain)  # what a plain borrow costs
+    baseline = sent_by(plain)
+    assert "BEGIN" in baseline and "COMMIT" in baseline  # what a plain borrow costs
 
     def hydrate(pool) -> None:
         queries = QueryOptimizer(pool)

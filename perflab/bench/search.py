@@ -236,6 +236,10 @@ class SearchBench:
         self._url_sources[svc.url] = lab_sources(self.settings, svc.proc.pid)
         return svc.url
 
+    def _sources_of(self, url: str) -> dict[str, Source]:
+        """The CPU sources of the service at `url`: the bench's own, or an extra service's."""
+        return self._url_sources.get(url, self._sources)
+
     def __exit__(self, *exc: object) -> None:
         for svc in [*self._extra, self._svc]:
             if svc is not None:
@@ -306,7 +310,7 @@ class SearchBench:
         try:
             if rate_per_s is not None:
                 clients.sign_in(concurrency)
-            sources = self._url_sources.get(url, self._sources)
+            sources = self._sources_of(url)
             if settled:
                 settle(sources["server"])
             with Phase("cold" if rate_per_s is None else "open_cold", sources) as ph:
@@ -355,7 +359,7 @@ class SearchBench:
                 # the measured run's threads are new: give them the primed users, not new ones (a
                 # new user's first searches are misses: the first warm trial measured misses)
                 clients.rewind()
-            sources = self._url_sources.get(url, self._sources)
+            sources = self._sources_of(url)
             if settled:
                 settle(sources["server"])
             with Phase("warm", sources) as ph:

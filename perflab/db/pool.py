@@ -89,12 +89,8 @@ def borrow(source: PoolOrConn, *, one_statement: bool = False) -> Iterator[psyco
     client and of a backend; the search path's hydrate paid them on every cold search). A caller's
     own connection is used as given, inside its transaction if it has one."""
     if isinstance(source, ConnectionPool):
-        with source.connection() as conn:
-            if one_statement:
-                with autocommit(conn):
-                    yield conn
-            else:
-                yield conn
+        with source.connection() as conn, autocommit(conn) if one_statement else contextlib.nullcontext(conn):
+            yield conn
     else:
         yield source
 
