@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from perflab.config import Settings
+from perflab.net import free_port, wait_until
 from perflab.servers import Endpoints, endpoints, probe_postgres, probe_redis, shutdown
 
 PERFLAB = [sys.executable, "-m", "perflab.cli"]
@@ -100,3 +101,33 @@ def test_private_redis_stops_and_restarts(private_redis) -> None:  # type: ignor
         client.ping()
     private_redis.start()
     assert client.ping()
+
+
+def test_start_returns_once_the_append_only_file_is_loaded(tmp_path: Path) -> None:
+    """A restarted Redis opens its port before it has loaded its AOF, and answers LOADING meanwhile:
+    start() must wait for a real PONG, or the first client gets BusyLoadingError."""
+    from perflab.servers.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", free_port(), daemonize=False)
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(2000):
+            pipe.set(f"k{i}", "v")
+        pipe.execute()
+    client.bgrewriteaof()  # an RDB preamble: loading it honours key-load-delay
+    assert wait_until(lambda: client.info("persistence")["aof_rewrite_in_progress"] == 0, timeout=30)
+    client.close()
+    server.stop()
+    # Redis's own test knob: 0.5 ms per key loaded, so loading takes about a second.
+    slow = RedisServer(server.directory, server.port, daemonize=False, extra_args=("--key-load-delay", "500"))
+    slow.start()
+    try:
+        client = redis.Redis.from_url(slow.url)
+        assert client.dbsize() == 2000  # BusyLoadingError if start() returned on an open port
+        client.close()
+        slow.start()  # already running and loaded: returns at once
+        assert slow.is_ready()
+    finally:
+        slow.stop()
+    assert not slow.is_ready()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +73,24 @@ class RedisServer:
     def is_running(self) -> bool:
         return self.pid() is not None and port_open(self.port)
 
-    def start(self, timeout: float = 10.0) -> None:
+    def is_ready(self) -> bool:
+        """Running and answering commands: a server loading its append-only file has the port open but
+        answers every command with LOADING (a client's BusyLoadingError)."""
+        return self.pid() is not None and _answers_ping(self.port)
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Wait while the server loads its data (a large AOF takes seconds); fail fast if it dies."""
+        if not wait_until(
+            self.is_ready, timeout=timeout, interval=0.02, alive=lambda: self.pid() is not None
+        ):
+            raise ServiceUnavailable(
+                "Redis", self.url, "did not become ready", f"see {self.directory}/redis.log"
+            )
+
+    def start(self, timeout: float = 10.0, load_timeout: float = 300.0) -> None:
+        """Start the server and return once it answers commands (its data loaded)."""
         if self.is_running():
+            self.wait_ready(load_timeout)
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
@@ -102,6 +119,7 @@ class RedisServer:
                 preexec_fn=die_with_parent(),
             )  # fmt: skip
         if wait_until(self.is_running, timeout=timeout, interval=0.02):
+            self.wait_ready(load_timeout)
             return
         log = (self.directory / "redis.log").read_text(errors="replace")[-500:]
         raise ServiceUnavailable("Redis", self.url, "did not start", f"see {self.directory}/redis.log: {log}")
@@ -118,3 +136,13 @@ class RedisServer:
         os.kill(pid, signal.SIGKILL)
         if self._proc is not None:
             self._proc.wait(timeout)
+
+
+def _answers_ping(port: int, timeout: float = 1.0) -> bool:
+    """True when an inline PING gets +PONG (not -LOADING, not a refused connection)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False

@@ -68,7 +68,7 @@ def endpoints(settings: Settings, *, start: bool = True) -> Endpoints:
     state = _read_state(home)
     redis, pg = _servers(home, state)
     cluster = embedded_cluster(settings) if settings.redis_cluster else None
-    redis_ok = cluster.is_running() if cluster else redis.is_running()
+    redis_ok = cluster.is_running() if cluster else redis.is_ready()
     if (state and redis_ok and pg.is_running()) or not start:
         return Endpoints(cluster.url if cluster else redis.url, pg.url, embedded=True)
     with _lock(home):
@@ -80,6 +80,8 @@ def endpoints(settings: Settings, *, start: bool = True) -> Endpoints:
         elif not redis.is_running():
             redis.port = free_port(redis.port or None)
             redis.start()
+        else:
+            redis.wait_ready()  # up, but still loading its append-only file
         if not pg.is_running():
             pg.port = free_port(pg.port or None)
             pg.start()
