@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,21 +140,35 @@ class PostgresBackends:
     whose connection names (perflab.db.activity) a process of `roots`' trees, with their parallel
     workers. The backends of anyone else on the shared server (another notebook's index build, a
     second bench) are outsiders: in the noise record, not in this CPU. When pg_stat_activity cannot
-    be read (the server is down in a fault phase), the whole server tree counts, as before. A backend
-    of the lab's that exited within the phase is lost (the postmaster reaps everyone's alike)."""
+    be read (the server is down in a fault phase), the whole server tree counts, as before.
+
+    The postmaster reaps everyone's backends alike, so a lab backend that exits takes its CPU with it.
+    The count is kept cumulative instead: each lab backend's ticks when last seen are kept, and move to
+    `_gone` when it exits. Seen only at reads, a backend that exits between two reads counts what it
+    had at the first; `watching` samples during a long phase (a notebook's seeding, COPY and index
+    builds), so all but its last interval counts."""
 
     def __init__(self, postmaster: int, url: str, roots: tuple[int, ...]) -> None:
         self.postmaster = postmaster
         self.url = url
         self.roots = roots
         self._last: tuple[ProcessTable, int] | None = None  # `read` asks seconds and local_ticks of one table
+        self._seen: dict[int, int] = {}  # live lab backend -> its ticks when last seen
+        self._gone = 0  # ticks of lab backends that have exited (or stopped counting) since the first read
+        self._lock = threading.Lock()
 
     def local_ticks(self, table: ProcessTable) -> int:
-        if self._last is not None and self._last[0] is table:
-            return self._last[1]
+        with self._lock:
+            if self._last is not None and self._last[0] is table:
+                return self._last[1]
         ticks = self._ticks(table)
-        self._last = (table, ticks)
+        with self._lock:
+            self._last = (table, ticks)
         return ticks
+
+    def sample(self) -> None:
+        """Note the lab backends' ticks now (what `watching` calls every interval)."""
+        self.local_ticks(process_table())
 
     def _ticks(self, table: ProcessTable) -> int:
         from perflab.db.activity import owner_pid
@@ -181,11 +196,16 @@ class PostgresBackends:
                 return b.leader_pid in ours  # a parallel worker counts with its leader
             return True  # background: shared infrastructure
 
-        total = table[self.postmaster].own
-        for pid in subtree(table, self.postmaster) - {self.postmaster}:
-            if counts(pid):
-                total += table[pid].own + table[pid].reaped
-        return total
+        live = {
+            pid: table[pid].own + table[pid].reaped
+            for pid in subtree(table, self.postmaster) - {self.postmaster}
+            if counts(pid)
+        }
+        with self._lock:
+            for pid in self._seen.keys() - live.keys():
+                self._gone += self._seen.pop(pid)  # exited since last seen: keep what it had used
+            self._seen.update(live)
+            return table[self.postmaster].own + sum(live.values()) + self._gone
 
     def seconds(self, table: ProcessTable) -> float | None:
         return self.local_ticks(table) / ticks_per_s() if self.postmaster in table else None
@@ -221,6 +241,30 @@ def _activity(url: str) -> list[Any] | None:
 
 
 Source = ProcessTree | OwnProcess | CounterSource | PostgresBackends | _Unknown
+
+
+@contextmanager
+def watching(sources: Mapping[str, Source], interval_s: float = 1.0) -> Iterator[None]:
+    """Sample the sources that lose exited processes (PostgresBackends) every `interval_s` in a
+    background thread, for a phase long enough that backends start and exit inside it."""
+    tracked = [s for s in sources.values() if isinstance(s, PostgresBackends)]
+    if not tracked:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            for source in tracked:
+                source.sample()
+
+    thread = threading.Thread(target=loop, name="perflab-cpu-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def redis_cpu_seconds(client: Any) -> float | None:

@@ -27,7 +27,7 @@ from typing import Any
 from perflab.config import Settings, project_root
 from perflab.errors import ConfigError
 from perflab.lab import calibrate, slo
-from perflab.lab.cpu import ProcessTree, Source, server_sources
+from perflab.lab.cpu import ProcessTree, Source, server_sources, watching
 from perflab.lab.figures import FIGURES_ENV, gather
 from perflab.lab.history import write_history
 from perflab.lab.phase import Phase
@@ -252,7 +252,7 @@ def run_report(
         started = time.perf_counter()
         phase = Phase(name, sources)
         try:
-            with phase:
+            with watching(sources), phase:  # sampled: a notebook's backends come and go inside it
                 papermill.execute_notebook(
                     str(notebooks_dir / f"{name}.ipynb"), str(executed), parameters=params,
                     kernel_name="python3", cwd=str(notebooks_dir), progress_bar=False,
