@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 import pytest
+from support import libpq_sent
 
 from perflab.db import InvalidInput, NewMedia, SearchFilters, VectorSearch, insert_media
 
@@ -159,25 +160,15 @@ def test_the_hydrate_read_is_one_round_trip_on_a_pooled_connection(
     base_settings, servers, db_pool, user, tmp_path
 ) -> None:
     """A pooled connection sends BEGIN, the statement and COMMIT (three round trips, on every cold
-    search); `borrow(one_statement=True)` runs the read in autocommit. Read from libpq's own protocol
+    search); `borrow(autocommit=True)` runs the read in autocommit. Read from libpq's own protocol
     trace of the one connection the pool holds, so what the server was sent is what is checked."""
-    from perflab.db import QueryOptimizer, borrow, make_pool
+    from perflab.db import QueryOptimizer, borrow
 
     derivs = [{"name": "master", "width": 8, "height": 8, "format": "jpeg", "key": "cd/cd-m.jpg", "bytes": 3}]
     mid = insert_media(db_pool, user, NewMedia(filename="t.jpg", derivatives=derivs), unit(7), model_name="t")
 
     def sent_by(work) -> str:
-        trace = tmp_path / "libpq.trace"
-        pool = make_pool(base_settings, servers.database_url, min_size=1, max_size=1, open=True)
-        with pool, trace.open("w") as out:
-            with pool.connection() as traced:  # the pool's only connection: traced from here on
-                traced.pgconn.trace(out.fileno())
-            work(pool)
-            with pool.connection() as conn:
-                sent = trace.read_text()
-                conn.pgconn.untrace()
-                assert conn is traced and not conn.autocommit  # the pool keeps its own mode
-        return sent
+        return libpq_sent(base_settings, servers.database_url, tmp_path / "libpq.trace", work)
 
     def plain(pool) -> None:
         with borrow(pool) as conn:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import psycopg
 import pytest
+from support import libpq_sent
 
 from perflab.bench.vector import clustered
 from perflab.config import Settings
@@ -468,3 +469,28 @@ def test_a_server_that_refuses_the_generic_plan_question_answers_no(db_conn, lib
     with db_conn.transaction():
         assert not generic_plan_uses(db_conn, "SELECT %(x)s::int + %(y)s FROM no_such_table", "any")
         assert db_conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_search_sends_no_transaction_on_a_pooled_connection(
+    base_settings: Settings, servers: Endpoints, db_pool, lib, tmp_path
+) -> None:
+    """Every statement of a search stands alone (reads), so the borrowed connection runs in autocommit:
+    a fresh VectorSearch's lookups (the schema's index, the filter's count, the generic plan check)
+    used to open a transaction on the pooled connection, and that search then paid BEGIN and COMMIT
+    and took the caller's-transaction path (SET LOCAL, no prepared statement)."""
+    big, small, q = lib["big"], lib["small"], lib["queries"][0]
+    expected = {u: [h.media_id for h in VectorSearch(db_pool).search(u, q)] for u in (big.user, small.user)}
+    got: dict[uuid.UUID, tuple[list[uuid.UUID], str]] = {}
+
+    def searches(pool) -> None:
+        vs = VectorSearch(pool)  # nothing remembered: every lookup runs
+        for u in (big.user, small.user, big.user):
+            hits, route = vs.search_routed(u, q)
+            got[u] = ([h.media_id for h in hits], route.path)
+
+    sent = libpq_sent(base_settings, servers.database_url, tmp_path / "libpq.trace", searches)
+    assert "BEGIN" not in sent and "COMMIT" not in sent
+    assert got[big.user] == (expected[big.user], "hnsw") and got[small.user] == (
+        expected[small.user],
+        "exact",
+    )

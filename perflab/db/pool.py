@@ -80,19 +80,27 @@ def make_pool(
 
 
 @contextlib.contextmanager
-def borrow(source: PoolOrConn, *, one_statement: bool = False) -> Iterator[psycopg.Connection[Any]]:
+def borrow(source: PoolOrConn, *, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
     """A connection from a pool (returned afterwards) or the connection itself (left open).
 
-    `one_statement`: the caller runs a single statement, which needs no transaction of its own, so a
-    pooled connection runs it in autocommit: one round trip, where a pooled connection otherwise sends
-    BEGIN, the statement and, when it goes back, COMMIT (three round trips, each a wake-up of the
-    client and of a backend; the search path's hydrate paid them on every cold search). A caller's
-    own connection is used as given, inside its transaction if it has one."""
-    if isinstance(source, ConnectionPool):
-        with source.connection() as conn, autocommit(conn) if one_statement else contextlib.nullcontext(conn):
-            yield conn
-    else:
+    `autocommit`: the caller's statements each stand alone (reads), so a pooled connection runs them in
+    autocommit: one round trip each, where a pooled connection otherwise sends BEGIN before the first
+    and COMMIT when it goes back (each a wake-up of the client and of a backend; the search path's
+    hydrate paid them on every cold search). A caller's own connection is used as given, inside its
+    transaction if it has one."""
+    if not isinstance(source, ConnectionPool):
         yield source
+        return
+    with source.connection() as conn:
+        if not autocommit:
+            yield conn
+            return
+        was = conn.autocommit  # a pooled connection is idle when handed out
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            conn.autocommit = was
 
 
 @contextlib.contextmanager

@@ -173,7 +173,7 @@ class QueryOptimizer:
         return UserStats.from_json(value) if value else None
 
     def _load_user_stats(self, uid: uuid.UUID) -> UserStats | None:
-        with borrow(self.pool, one_statement=True) as conn, conn.cursor(row_factory=dict_row) as cur:
+        with borrow(self.pool, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(USER_WITH_STATS, (uid,), prepare=True).fetchone()
         return UserStats(**row) if row else None
 
@@ -187,7 +187,7 @@ class QueryOptimizer:
         if len(wanted) > MAX_BATCH:
             raise InvalidInput(f"batch_load_media takes at most {MAX_BATCH} ids, got {len(wanted)}")
         query = BATCH_LOAD_MEDIA_WITH_EMBEDDINGS if with_embeddings else BATCH_LOAD_MEDIA
-        with borrow(self.pool, one_statement=True) as conn, conn.cursor(row_factory=dict_row) as cur:
+        with borrow(self.pool, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query, (wanted,), prepare=True).fetchall()
         out: dict[uuid.UUID, MediaRecord] = {}
         for row in rows:
@@ -202,7 +202,7 @@ class QueryOptimizer:
         hydrate); ids of other users' media are absent."""
         if not ids:
             return {}
-        with borrow(self.pool, one_statement=True) as conn:
+        with borrow(self.pool, autocommit=True) as conn:
             rows = conn.execute(
                 MEDIA_DERIVATIVES, (list(ids), as_uuid(user_id, "user_id")), prepare=True
             ).fetchall()
@@ -211,7 +211,7 @@ class QueryOptimizer:
     def user_media(self, user_id: uuid.UUID | str, media_id: uuid.UUID | str) -> dict[str, Any] | None:
         """One media row as the API shows it (with its derivatives), or None when it is not this user's."""
         params = (as_uuid(media_id, "media id"), as_uuid(user_id, "user_id"))
-        with borrow(self.pool, one_statement=True) as conn, conn.cursor(row_factory=dict_row) as cur:
+        with borrow(self.pool, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(USER_MEDIA, params, prepare=True).fetchone()
 
     def analyze(self, sql: str, params: Sequence[Any] | None = None) -> PlanAnalysis:

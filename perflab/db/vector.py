@@ -268,7 +268,9 @@ def generic_plan_uses(conn: psycopg.Connection[Any], query: str, index_name: str
     the question (GENERIC_PLAN is PostgreSQL 16+; a staging server may be older) answers no."""
     sql_bytes = ("EXPLAIN (GENERIC_PLAN, FORMAT JSON) " + _positional(query)).encode()
     try:
-        with conn.transaction():  # a savepoint inside a caller's transaction: a refusal leaves it usable
+        standalone = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        # otherwise a transaction (a savepoint inside a caller's): a refusal leaves the connection usable
+        with contextlib.nullcontext() if standalone else conn.transaction():
             row = conn.execute(sql_bytes, prepare=False).fetchone()  # no values: never a prepared one
     except (psycopg.ProgrammingError, psycopg.NotSupportedError, psycopg.DataError):
         return False
@@ -367,7 +369,7 @@ class VectorSearch:
         fparams = filters.params()
         names = tuple(sorted(fparams))
         params: dict[str, Any] = {"u": uid, "q": q, "k": k, **fparams}
-        with borrow(self.pool) as conn:
+        with borrow(self.pool, autocommit=True) as conn:
             try:
                 index, rows_total = self._schema_index(conn)
                 threshold = self.threshold_for(rows_total)
@@ -535,7 +537,7 @@ class VectorSearch:
         filters.validate()
         fparams = filters.params()
         names = tuple(sorted(fparams))
-        with borrow(self.pool) as conn:
+        with borrow(self.pool, autocommit=True) as conn:
             index, rows_total = self._schema_index(conn)
             threshold = self.threshold_for(rows_total)
             with self._lock:
@@ -556,7 +558,7 @@ def library_embedders(source: PoolOrConn, user_id: uuid.UUID | str | None = None
         f" WHERE embedding_model > m.model{cond} ORDER BY 1 LIMIT 1) FROM m WHERE m.model IS NOT NULL)"
         " SELECT model FROM m WHERE model IS NOT NULL"
     )
-    with borrow(source) as conn:
+    with borrow(source, autocommit=True) as conn:
         return [str(r[0]) for r in conn.execute(query.encode(), {"u": uid})]
 
 
