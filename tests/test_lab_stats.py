@@ -110,6 +110,16 @@ def test_noise_outsiders_are_busy_minus_lab() -> None:
     assert (steal.total, steal.busy, steal.steal) == (100, 0, 10)
 
 
+def test_steal_beyond_the_threshold_is_noise_too() -> None:
+    """A neighbour VM taking our CPUs shows as steal, not as busy time: outsiders stay at 0."""
+    s0 = noise.parse_proc_stat("cpu  100 0 100 800 0 0 0 0 0 0\n")
+    stolen = noise.parse_proc_stat("cpu  300 0 100 1350 0 0 0 250 0 0\n")  # 250 of 1,000 ticks stolen
+    r = noise.noise_record(s0, stolen, lab_ticks=200, seconds=5.0)
+    assert r.outsider_share == 0.0 and r.steal_share == 0.25 and r.noisy
+    little = noise.parse_proc_stat("cpu  300 0 100 1550 0 0 0 50 0 0\n")
+    assert not noise.noise_record(s0, little, lab_ticks=200, seconds=5.0).noisy
+
+
 def _record(name: str, requests: int, server: float | None, outsiders: float) -> PhaseRecord:
     rec = noise.NoiseRecord(1.0, outsiders, 0.5, 0.0, (1.0, 1.0, 1.0), 2, "cpu", 2000.0)
     return PhaseRecord(name, requests, {"server": server, "client": 1.0}, rec)

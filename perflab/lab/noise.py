@@ -1,8 +1,9 @@
 """How busy the machine was during a phase, from the outside: a noise record.
 
 The CPU share outsiders took is the machine's busy time (/proc/stat) minus the lab's own processes'
-time, over the machine's total. A phase where outsiders took more than NOISY_SHARE is noisy, and an SLO
-judged on a noisy figure is inconclusive rather than pass or fail.
+time, over the machine's total. A phase where outsiders, or steal (a VM's CPU given to another guest),
+took more than NOISY_SHARE is noisy, and an SLO judged on a noisy figure is inconclusive rather than
+pass or fail.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ class NoiseRecord:
 
     @property
     def noisy(self) -> bool:
-        return self.outsider_share is not None and self.outsider_share > self.threshold
+        """Outsiders on this machine, or the hypervisor giving our CPUs to another guest (steal), took
+        more than the threshold: either way the lab's processes waited for cores it did not measure."""
+        return any(s is not None and s > self.threshold for s in (self.outsider_share, self.steal_share))
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "loadavg": list(self.loadavg), "noisy": self.noisy}
