@@ -4,8 +4,11 @@
 
 Starts the bench's service on its seeded library (perflab.bench.search.SearchBench), then runs `pairs`
 rounds of: perflab warm (closed, concurrency 8), raw warm (closed, 8), perflab open cold, raw open cold,
-the order of each pair shuffled per round. Prints one JSON line per trial and a last line with both
-clients' medians, so a latency figure is quoted only where two clients that share no code agree.
+the order of each pair shuffled per round. Prints one JSON line per trial (with its noise record and
+CPU ms per request: the raw client is this process's child, so its CPU is the `client` figure) and a
+last line with each arm's median, 95 % CI and status (perflab.lab.stats: noisy when any trial ran
+while outsiders took more than the noise threshold), so a latency figure is quoted only where two
+clients that share no code agree, and only with how busy the machine was.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from perflab.bench.search import SearchBench, SearchBenchConfig
 from perflab.config import Settings
+from perflab.lab.stats import estimate
 
 RAW = Path(__file__).resolve().parent / "raw_client.py"
 
@@ -33,8 +37,10 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=2000, help="warm requests per trial")
     p.add_argument("--open-requests", type=int, default=2000)
     p.add_argument("--open-rate", type=float, default=40.0)
+    p.add_argument("--users", type=int, default=SearchBenchConfig.users)
+    p.add_argument("--workers", type=int, default=SearchBenchConfig.serve_workers, help="service workers")
     a = p.parse_args()
-    cfg = SearchBenchConfig(rows=a.rows)
+    cfg = SearchBenchConfig(rows=a.rows, users=a.users, serve_workers=a.workers)
     rng = random.Random(0)
     out: dict[str, list[dict[str, Any]]] = {}
     with SearchBench(Settings.from_env(), cfg, log=lambda m: print(m, file=sys.stderr)) as bench:
@@ -62,14 +68,42 @@ def main() -> None:
                 order = list(pair)
                 rng.shuffle(order)
                 for client in order:
-                    res = pair[client]()
+                    with bench.phase(f"{kind}.{client}") as phase:  # client CPU: this process's tree
+                        res = pair[client]()
+                    record = phase.finish(int(res["samples"]))
+                    res |= {
+                        "cpu_ms_per_request": record.cpu_ms_per_request,
+                        "outsider_share": record.noise.outsider_share,
+                        "noisy": record.noise.noisy,
+                        "loadavg": list(record.noise.loadavg),
+                    }
                     out.setdefault(f"{kind}.{client}", []).append(res)
                     print(json.dumps({"trial": i, "kind": kind, "client": client, **res}), flush=True)
-    medians = {
-        name: {k: statistics.median(t[k] for t in trials) for k in trials[0] if k.startswith("p")}
-        for name, trials in out.items()
+    print(json.dumps({"summary": {name: _summary(trials) for name, trials in out.items()}}))
+
+
+def _summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each percentile's median, CI and status over the trials; the median CPU per request; noise."""
+    noisy = any(t["noisy"] for t in trials)
+    samples = [int(t["samples"]) for t in trials]
+    figures: dict[str, Any] = {
+        key: estimate(
+            [t[key] for t in trials], samples=samples, percentile=float(key[1:-3]), noisy=noisy
+        ).as_dict()
+        for key in trials[0]
+        if key.startswith("p") and key.endswith("_ms")
     }
-    print(json.dumps({"medians": medians}))
+    cpu = {
+        src: statistics.median(v)
+        for src in trials[0]["cpu_ms_per_request"]
+        if (v := [t["cpu_ms_per_request"][src] for t in trials if t["cpu_ms_per_request"][src] is not None])
+    }
+    shares = [t["outsider_share"] for t in trials if t["outsider_share"] is not None]
+    return figures | {
+        "cpu_ms_per_request": cpu,
+        "outsider_share_max": max(shares) if shares else None,
+        "noisy_trials": sum(bool(t["noisy"]) for t in trials),
+    }
 
 
 if __name__ == "__main__":

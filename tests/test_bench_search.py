@@ -112,3 +112,43 @@ def test_raw_client_cross_checks_the_service(settings: Settings, servers: Endpoi
     finally:
         with connect(s, servers.database_url) as conn:
             drop_schema(conn, s.db_schema)
+
+
+def test_cross_check_records_noise_and_cpu_beside_each_trial(settings: Settings, servers: Endpoints) -> None:
+    """loadtests/cross_check.py: both clients' trials, each with its noise record and CPU per request,
+    and a summary with each percentile's median, CI and status, so no figure leaves without them."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "loadtests" / "cross_check.py"
+    s = settings.replace(embedder="hashing", db_schema=settings.db_schema + "_cc")
+    args = ["--rows", "300", "--users", "4", "--workers", "1", "--pairs", "1", "--warm", "60",
+            "--open-requests", "30", "--open-rate", "50"]  # fmt: skip
+    try:
+        out = subprocess.run([sys.executable, str(script), *args], env=os.environ | s.to_env(),
+                             capture_output=True, text=True, timeout=600, check=True)  # fmt: skip
+    finally:
+        with connect(s, servers.database_url) as conn:
+            drop_schema(conn, bench_settings(s, 300).db_schema)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    trials, summary = lines[:-1], lines[-1]["summary"]
+    assert sorted((t["kind"], t["client"]) for t in trials) == [
+        ("open", "perflab"),
+        ("open", "raw"),
+        ("warm", "perflab"),
+        ("warm", "raw"),
+    ]
+    for t in trials:
+        assert t["cpu_ms_per_request"]["server"] > 0 and t["cpu_ms_per_request"]["client"] > 0
+        assert 0 <= t["outsider_share"] <= 1 and isinstance(t["noisy"], bool)
+    assert set(summary) == {"warm.perflab", "warm.raw", "open.perflab", "open.raw"}
+    p95 = summary["open.raw"]["p95_ms"]
+    assert p95["status"] == "insufficient"  # one trial of 30 samples: a figure, never a gated one
+    assert p95["median"] > 0 and len(p95["ci95"]) == 2
+    assert (
+        summary["warm.raw"]["noisy_trials"] in (0, 1)
+        and summary["warm.raw"]["cpu_ms_per_request"]["server"] > 0
+    )

@@ -129,7 +129,8 @@ def test_status_change_reaches_the_search_table(db_pool, db_conn, user) -> None:
 def test_the_new_media_record_carries_its_derivatives_and_only_its_owner_reads_them(
     db_pool, db_conn, user
 ) -> None:
-    """One insert writes the renditions (no follow-up UPDATE); the service's loads are scoped to the user."""
+    """One insert writes the renditions (no follow-up UPDATE); a search hit carries them (no second
+    round trip); the service's loads are scoped to the user."""
     from perflab.db import QueryOptimizer
 
     derivs = [
@@ -137,10 +138,12 @@ def test_the_new_media_record_carries_its_derivatives_and_only_its_owner_reads_t
     ]
     mid = insert_media(db_pool, user, NewMedia(filename="d.jpg", derivatives=derivs), unit(5), model_name="t")
     queries = QueryOptimizer(db_pool)
-    assert queries.media_derivatives(user, [mid]) == {mid: derivs}
+    for path in ("exact", "hnsw"):
+        hits = VectorSearch(db_pool).search(user, unit(5), k=3, filters=SearchFilters(status=None), path=path)
+        assert {h.media_id: h.derivatives for h in hits}[mid] == derivs
     assert queries.user_media(user, mid)["derivatives"] == derivs
     stranger = uuid.uuid4()
-    assert queries.media_derivatives(stranger, [mid]) == {}
+    assert VectorSearch(db_pool).search(stranger, unit(5), k=3, filters=SearchFilters(status=None)) == []
     assert queries.user_media(stranger, mid) is None
     assert insert_media(db_pool, user, NewMedia(filename="e.jpg"), unit(6), model_name="t")  # default: none
 
@@ -156,12 +159,13 @@ def test_counts_for_durability_checks(db_pool, db_conn, user) -> None:
     assert count_user_media(db_pool, "nobody@test.invalid") == 0
 
 
-def test_the_hydrate_read_is_one_round_trip_on_a_pooled_connection(
+def test_a_single_read_is_one_round_trip_on_a_pooled_connection(
     base_settings, servers, db_pool, user, tmp_path
 ) -> None:
-    """A pooled connection sends BEGIN, the statement and COMMIT (three round trips, on every cold
-    search); `borrow(autocommit=True)` runs the read in autocommit. Read from libpq's own protocol
-    trace of the one connection the pool holds, so what the server was sent is what is checked."""
+    """A pooled connection sends BEGIN, the statement and COMMIT (three round trips: the search path's
+    hydrate paid them on every cold search); `borrow(autocommit=True)` runs the read in autocommit.
+    Read from libpq's own protocol trace of the one connection the pool holds, so what the server was
+    sent is what is checked."""
     from perflab.db import QueryOptimizer, borrow
 
     derivs = [{"name": "master", "width": 8, "height": 8, "format": "jpeg", "key": "cd/cd-m.jpg", "bytes": 3}]
@@ -177,11 +181,11 @@ def test_the_hydrate_read_is_one_round_trip_on_a_pooled_connection(
     baseline = sent_by(plain)
     assert "BEGIN" in baseline and "COMMIT" in baseline  # what a plain borrow costs
 
-    def hydrate(pool) -> None:
+    def reads(pool) -> None:
         queries = QueryOptimizer(pool)
-        assert queries.media_derivatives(user, [mid]) == {mid: derivs}
         assert queries.user_media(user, mid)["derivatives"] == derivs
+        assert queries.user_with_stats(user) is not None
 
-    sent = sent_by(hydrate)
+    sent = sent_by(reads)
     assert "BEGIN" not in sent and "COMMIT" not in sent
     assert sent.count("\tExecute\t") == 2  # the two reads, nothing else

@@ -128,7 +128,6 @@ BATCH_LOAD_MEDIA = "SELECT" + _MEDIA_COLUMNS + _MEDIA_FROM
 BATCH_LOAD_MEDIA_WITH_EMBEDDINGS = "SELECT" + _MEDIA_COLUMNS + ", me.embedding" + _MEDIA_FROM
 
 # The service's loads, always scoped to the signed-in user.
-MEDIA_DERIVATIVES = "SELECT id, derivatives FROM media_files WHERE id = ANY(%s) AND user_id = %s"
 USER_MEDIA = (
     "SELECT id, filename, caption, media_type, mime_type, uploaded_at, width, height, file_size_bytes,"
     " tags, blurhash, dominant_colors, status, derivatives"
@@ -194,19 +193,6 @@ class QueryOptimizer:
             emb = row.pop("embedding", None)
             out[row["id"]] = MediaRecord(**row, embedding=None if emb is None else emb.to_numpy())
         return out
-
-    def media_derivatives(
-        self, user_id: uuid.UUID | str, ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, list[dict[str, Any]]]:
-        """The stored renditions of many of one user's media in one round trip (the search path's
-        hydrate); ids of other users' media are absent."""
-        if not ids:
-            return {}
-        with borrow(self.pool, autocommit=True) as conn:
-            rows = conn.execute(
-                MEDIA_DERIVATIVES, (list(ids), as_uuid(user_id, "user_id")), prepare=True
-            ).fetchall()
-        return {r[0]: r[1] for r in rows}
 
     def user_media(self, user_id: uuid.UUID | str, media_id: uuid.UUID | str) -> dict[str, Any] | None:
         """One media row as the API shows it (with its derivatives), or None when it is not this user's."""

@@ -100,7 +100,9 @@ class SearchFilters:
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: the media row's display fields plus its distance (cosine, 0..2) and similarity."""
+    """One result: the media row's display fields plus its distance (cosine, 0..2) and similarity, and
+    its stored renditions (the vector query reads them from the row it joins anyway: a search result
+    needs no second round trip)."""
 
     media_id: uuid.UUID
     user_id: uuid.UUID
@@ -120,6 +122,7 @@ class Hit:
     tags: list[str]
     blurhash: str | None
     dominant_colors: Any
+    derivatives: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ _FILTER_SQL = {
 _HIT_COLUMNS = (
     "mf.id, mf.user_id, top.distance, 1 - top.distance, mf.filename, mf.original_filename, mf.caption,"
     " mf.media_type, mf.mime_type, mf.status, mf.uploaded_at, mf.width, mf.height, mf.file_size_bytes,"
-    " mf.storage_key, mf.tags, mf.blurhash, mf.dominant_colors"
+    " mf.storage_key, mf.tags, mf.blurhash, mf.dominant_colors, mf.derivatives"
 )
 
 # Session settings for the HNSW scan (they steer nothing but HNSW scans). Set on a connection when its

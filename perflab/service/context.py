@@ -91,7 +91,6 @@ class ServiceContext:
         guard = LibraryGuard(pool, cached_embedder.model_name)
         queries = QueryOptimizer(pool)
         search = SearchService(
-            queries=queries,
             vectors=VectorSearch(pool, dim=settings.embedding_dim),
             embedder=cached_embedder,
             search_cache=search_cache,

@@ -1,4 +1,4 @@
-"""The search path: search cache → embedding cache → embedder → vector search → hydrate → cache.
+"""The search path: search cache → embedding cache → embedder → vector search → records → cache.
 
 Every stage is timed. Redis stages fail open (a miss), so with Redis down a search still answers from
 PostgreSQL. Cached results hold storage keys, never URLs: signed URLs are minted per response, so a
@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from perflab.cache import CachedSearch, SearchCache, normalize_query
-from perflab.db import MEDIA_TYPES, Hit, QueryOptimizer, SearchFilters, VectorSearch
+from perflab.db import MEDIA_TYPES, Hit, SearchFilters, VectorSearch
 from perflab.db.history import HistoryEntry
 from perflab.service.embedding import CachedEmbedder
 from perflab.service.errors import InvalidSearch
@@ -131,14 +131,12 @@ class SearchService:
     def __init__(
         self,
         *,
-        queries: QueryOptimizer,
         vectors: VectorSearch,
         embedder: CachedEmbedder,
         search_cache: SearchCache,
         history: SearchHistoryWriter | None = None,
         guard: LibraryGuard | None = None,
     ) -> None:
-        self.queries = queries
         self.guard = guard
         self.vectors = vectors
         self.embedder = embedder
@@ -146,12 +144,11 @@ class SearchService:
         self.history = history
         self.lab_delay_s = float(os.environ.get(LAB_EXTRA_DELAY_ENV) or 0) / 1000.0
 
-    def hydrate(self, user_id: str, hits: list[Hit]) -> list[dict[str, Any]]:
-        """Batch-load what the vector query does not carry (stored renditions), in one round trip."""
-        if not hits:
-            return []
-        derivatives = self.queries.media_derivatives(user_id, [h.media_id for h in hits])
-        return [hit_record(h, derivatives.get(h.media_id) or []) for h in hits]
+    @staticmethod
+    def hydrate(hits: list[Hit]) -> list[dict[str, Any]]:
+        """The hits as cached records. Their renditions came with the vector query: this was a second
+        round trip to PostgreSQL on every cold search until 2026-12-03; the stage keeps its name."""
+        return [hit_record(h, h.derivatives) for h in hits]
 
     def search(
         self, request: SearchRequest, cached: CachedSearch | None = None, timer: StageTimer | None = None
@@ -178,7 +175,7 @@ class SearchService:
             with timer.stage("vector_search"):
                 hits = self.vectors.search(request.user_id, vec, request.k, request.filters)
             with timer.stage("hydrate"):
-                results = self.hydrate(request.user_id, hits)
+                results = self.hydrate(hits)
             with timer.stage("cache_store"):
                 self.search_cache.set(
                     request.user_id, query, key_filters, results, generation=cached.generation
