@@ -153,18 +153,15 @@ class PostgresBackends:
         self.url = url
         self.roots = roots
         self._last: tuple[ProcessTable, int] | None = None  # `read` asks seconds and local_ticks of one table
-        self._seen: dict[int, int] = {}  # live lab backend -> its ticks when last seen
-        self._gone = 0  # ticks of lab backends that have exited (or stopped counting) since the first read
+        self._seen: dict[int, int] = {}  # live lab backend -> its ticks when last seen counting
+        self._gone = 0  # ticks of lab backends that have exited since the first read
         self._lock = threading.Lock()
 
     def local_ticks(self, table: ProcessTable) -> int:
-        with self._lock:
-            if self._last is not None and self._last[0] is table:
-                return self._last[1]
-        ticks = self._ticks(table)
-        with self._lock:
-            self._last = (table, ticks)
-        return ticks
+        with self._lock:  # whole: the sampler's read and a phase's must not interleave their updates
+            if self._last is None or self._last[0] is not table:
+                self._last = (table, self._ticks(table))
+            return self._last[1]
 
     def sample(self) -> None:
         """Note the lab backends' ticks now (what `watching` calls every interval)."""
@@ -196,16 +193,15 @@ class PostgresBackends:
                 return b.leader_pid in ours  # a parallel worker counts with its leader
             return True  # background: shared infrastructure
 
-        live = {
-            pid: table[pid].own + table[pid].reaped
-            for pid in subtree(table, self.postmaster) - {self.postmaster}
-            if counts(pid)
-        }
-        with self._lock:
-            for pid in self._seen.keys() - live.keys():
-                self._gone += self._seen.pop(pid)  # exited since last seen: keep what it had used
-            self._seen.update(live)
-            return table[self.postmaster].own + sum(live.values()) + self._gone
+        for pid in subtree(table, self.postmaster) - {self.postmaster}:
+            if counts(pid):
+                ticks = table[pid].own + table[pid].reaped
+                if ticks > self._seen.get(pid, -1):
+                    self._seen[pid] = ticks
+        for pid in [p for p in self._seen if p not in table]:
+            self._gone += self._seen.pop(pid)  # exited since last seen: keep what it had used
+        # a backend that stopped counting (its owner left the lab) stays at its last counted ticks
+        return table[self.postmaster].own + sum(self._seen.values()) + self._gone
 
     def seconds(self, table: ProcessTable) -> float | None:
         return self.local_ticks(table) / ticks_per_s() if self.postmaster in table else None
