@@ -8,6 +8,7 @@ about how fast things were: the notebook 06_reliability measures that, over long
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -55,8 +56,18 @@ def test_bad_inputs_get_a_clear_4xx_and_write_nothing(lab: FaultLab) -> None:
     assert len(refused_files) == 6 and all(c.detail for c in refused_files)
 
 
+def _in_my_tree(pid: int | None) -> bool:
+    from perflab.lab.cpu import process_table, subtree
+
+    return pid is not None and pid in subtree(process_table(), os.getpid())
+
+
 def test_redis_stop_serves_from_postgres_and_the_cache_comes_back(lab: FaultLab) -> None:
+    # the fault lab's Redis is a child, before and after its restart: its CPU is the lab's in the
+    # noise record (a daemon would leave the process tree and be counted as an outsider's)
+    assert _in_my_tree(lab.redis.pid())
     r = lab.scenario("redis_stop", before_s=1.5, down_s=2, after_s=4)
+    assert _in_my_tree(lab.redis.pid())
     assert r.figures["failed"] == 0, r.figures["statuses"]
     stopped, started = r.events["redis stopped"], r.events["redis started"]
     down = window(r.records, stopped, r.events["redis starting"], SEARCH)
@@ -170,6 +181,8 @@ def _assert_warm_baseline(r: ScenarioResult) -> None:
 
 
 def test_a_master_kill_judges_healthy_users_against_a_warm_baseline(cluster_lab: FaultLab) -> None:
+    assert cluster_lab.cluster is not None
+    assert all(_in_my_tree(node.pid()) for node in cluster_lab.cluster.nodes)
     r = cluster_lab.scenario("master_kill", warm_s=3, before_s=1.5, after_s=2)
     _assert_warm_baseline(r)
     f = r.figures

@@ -126,7 +126,9 @@ class FaultLab:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="perflab-faults-"))
         self.log = log
-        self.redis = RedisServer(self.workdir / "redis", free_port())
+        # Children, not daemons: they die with the run, and their CPU stays in the report's process tree
+        # (a daemon leaves it, and the noise record counted the fault lab's servers as outsiders).
+        self.redis = RedisServer(self.workdir / "redis", free_port(), daemonize=False)
         self.postgres = PostgresServer(self.workdir / "postgres", free_port())
         self.settings = settings  # replaced in start() by the lab's own
         self.cluster: EmbeddedCluster | None = None  # set by use_cluster()
@@ -189,7 +191,7 @@ class FaultLab:
     def use_cluster(self) -> FaultLab:
         """Move the service onto a private Redis Cluster (3 masters + 3 replicas), then warm up again."""
         t = time.perf_counter()
-        self.cluster = EmbeddedCluster(self.workdir / "cluster")
+        self.cluster = EmbeddedCluster(self.workdir / "cluster", daemonize=False)
         self.cluster.start()
         self.settings = self.settings.replace(redis_url=self.cluster.url)
         assert self.service is not None

@@ -87,6 +87,9 @@ class EmbeddedCluster:
     node_timeout_ms: int = NODE_TIMEOUT_MS
     nodes: list[RedisServer] = field(default_factory=list)
     binary: Path | None = None  # None: `cluster_binary()`, found when the cluster starts
+    # False for a private cluster of one run (the fault lab's): the nodes are this process's children,
+    # die with it, and their CPU stays in its process tree (the noise record counts it as the lab's).
+    daemonize: bool = True
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -102,6 +105,7 @@ class EmbeddedCluster:
             port,
             maxmemory="512mb",
             appendonly=False,
+            daemonize=self.daemonize,
             extra_args=(
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
