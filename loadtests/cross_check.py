@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 
 from perflab.bench.search import SearchBench, SearchBenchConfig
 from perflab.config import Settings
+from perflab.lab.phase import PhaseRecord, merge_cpu
 from perflab.lab.stats import estimate
 
 RAW = Path(__file__).resolve().parent / "raw_client.py"
@@ -43,6 +43,7 @@ def main() -> None:
     cfg = SearchBenchConfig(rows=a.rows, users=a.users, serve_workers=a.workers)
     rng = random.Random(0)
     out: dict[str, list[dict[str, Any]]] = {}
+    phases: dict[str, list[PhaseRecord]] = {}
     with SearchBench(Settings.from_env(), cfg, log=lambda m: print(m, file=sys.stderr)) as bench:
 
         def raw(*args: str) -> dict[str, Any]:
@@ -78,12 +79,14 @@ def main() -> None:
                         "loadavg": list(record.noise.loadavg),
                     }
                     out.setdefault(f"{kind}.{client}", []).append(res)
+                    phases.setdefault(f"{kind}.{client}", []).append(record)
                     print(json.dumps({"trial": i, "kind": kind, "client": client, **res}), flush=True)
-    print(json.dumps({"summary": {name: _summary(trials) for name, trials in out.items()}}))
+    print(json.dumps({"summary": {name: _summary(trials, phases[name]) for name, trials in out.items()}}))
 
 
-def _summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each percentile's median, CI and status over the trials; the median CPU per request; noise."""
+def _summary(trials: list[dict[str, Any]], records: list[PhaseRecord]) -> dict[str, Any]:
+    """Each percentile's median, CI and status over the trials; CPU per request over them as the
+    bench merges it (request-weighted, perflab.lab.phase.merge_cpu); noise."""
     noisy = any(t["noisy"] for t in trials)
     samples = [int(t["samples"]) for t in trials]
     figures: dict[str, Any] = {
@@ -93,14 +96,9 @@ def _summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
         for key in trials[0]
         if key.startswith("p") and key.endswith("_ms")
     }
-    cpu = {
-        src: statistics.median(v)
-        for src in trials[0]["cpu_ms_per_request"]
-        if (v := [t["cpu_ms_per_request"][src] for t in trials if t["cpu_ms_per_request"][src] is not None])
-    }
     shares = [t["outsider_share"] for t in trials if t["outsider_share"] is not None]
     return figures | {
-        "cpu_ms_per_request": cpu,
+        "cpu_ms_per_request": merge_cpu(records),
         "outsider_share_max": max(shares) if shares else None,
         "noisy_trials": sum(bool(t["noisy"]) for t in trials),
     }

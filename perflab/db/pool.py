@@ -91,16 +91,9 @@ def borrow(source: PoolOrConn, *, autocommit: bool = False) -> Iterator[psycopg.
     if not isinstance(source, ConnectionPool):
         yield source
         return
-    with source.connection() as conn:
-        if not autocommit:
-            yield conn
-            return
-        was = conn.autocommit  # a pooled connection is idle when handed out
-        conn.autocommit = True
-        try:
-            yield conn
-        finally:
-            conn.autocommit = was
+    # a pooled connection is idle when handed out, as `autocommit` requires
+    with source.connection() as conn, _autocommit(conn) if autocommit else contextlib.nullcontext(conn):
+        yield conn
 
 
 @contextlib.contextmanager
@@ -115,3 +108,6 @@ def autocommit(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any
         yield conn
     finally:
         conn.autocommit = was
+
+
+_autocommit = autocommit  # under another name for `borrow`, whose parameter shadows this one
