@@ -24,6 +24,7 @@ from typing import Any
 
 from perflab.bench.search import SearchBench, SearchBenchConfig
 from perflab.config import Settings
+from perflab.lab.latency import LoadResult
 from perflab.lab.phase import PhaseRecord, merge_cpu
 from perflab.lab.stats import estimate
 
@@ -46,22 +47,22 @@ def main() -> None:
     phases: dict[str, list[PhaseRecord]] = {}
     with SearchBench(Settings.from_env(), cfg, log=lambda m: print(m, file=sys.stderr)) as bench:
 
-        def raw(*args: str) -> dict[str, Any]:
+        def raw(*args: str) -> tuple[dict[str, Any], PhaseRecord]:
             cmd = [sys.executable, str(RAW), *args, "--url", bench.url, "--users", str(cfg.users)]
-            return dict(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
+            with bench.phase("raw") as phase:  # client CPU: this process's tree (the raw client is a child)
+                res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+            return dict(res), phase.finish(int(res["samples"]))
 
-        def perflab_warm() -> dict[str, Any]:
-            h = bench.warm(8, a.warm, settled=True).histogram
-            return {"p50_ms": h.percentile_ms(50), "p95_ms": h.percentile_ms(95), "samples": h.count}
+        def perflab(res: LoadResult) -> tuple[dict[str, Any], PhaseRecord]:
+            assert bench.last_phase is not None  # the bench's own phase around its load: one read of it
+            h = res.histogram
+            figures = {f"p{q}_ms": h.percentile_ms(q) for q in (50, 95, 99)}
+            return figures | {"samples": h.count}, bench.last_phase
 
-        def perflab_open() -> dict[str, Any]:
-            h = bench.cold(32, a.open_requests, settled=True, rate_per_s=a.open_rate).histogram
-            return {f"p{q}_ms": h.percentile_ms(q) for q in (50, 95, 99)} | {"samples": h.count}
-
-        arms: dict[str, dict[str, Callable[[], dict[str, Any]]]] = {
-            "warm": {"perflab": perflab_warm,
+        arms: dict[str, dict[str, Callable[[], tuple[dict[str, Any], PhaseRecord]]]] = {
+            "warm": {"perflab": lambda: perflab(bench.warm(8, a.warm, settled=True)),
                      "raw": lambda: raw("closed", "--concurrency", "8", "--requests", str(a.warm))},
-            "open": {"perflab": perflab_open,
+            "open": {"perflab": lambda: perflab(bench.cold(32, a.open_requests, settled=True, rate_per_s=a.open_rate)),
                      "raw": lambda: raw("open", "--rate", str(a.open_rate), "--requests", str(a.open_requests))},
         }  # fmt: skip
         for i in range(a.pairs):
@@ -69,9 +70,7 @@ def main() -> None:
                 order = list(pair)
                 rng.shuffle(order)
                 for client in order:
-                    with bench.phase(f"{kind}.{client}") as phase:  # client CPU: this process's tree
-                        res = pair[client]()
-                    record = phase.finish(int(res["samples"]))
+                    res, record = pair[client]()
                     res |= {
                         "cpu_ms_per_request": record.cpu_ms_per_request,
                         "outsider_share": record.noise.outsider_share,

@@ -33,7 +33,7 @@ from perflab.db._validate import as_unit_rows
 from perflab.db.errors import InvalidInput
 from perflab.db.indexes import IndexDef, build_indexes, drop_indexes, maintenance_work_mem_for, vector_indexes
 from perflab.db.media import NewMedia
-from perflab.db.pool import autocommit
+from perflab.db.pool import autocommit, idle
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def bulk_load(
         raise InvalidInput("bulk-loaded media rows need their id set")
     for m in media:
         m.media.validate()
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if not idle(conn):
         raise InvalidInput("bulk_load needs a connection that is not inside a transaction")
     if batch_rows is not None:
         return _batched_load(conn, users, media, vectors, model_name, jobs, rebuild_vector_index,

@@ -96,11 +96,17 @@ def borrow(source: PoolOrConn, *, autocommit: bool = False) -> Iterator[psycopg.
         yield conn
 
 
+def idle(conn: psycopg.Connection[Any]) -> bool:
+    """Whether `conn` is outside any transaction: a statement on it is its own (or the caller's
+    autocommit's), not part of a caller's transaction that it must not commit or break."""
+    return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
 @contextlib.contextmanager
 def autocommit(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     """Run statements that refuse a transaction block (CREATE INDEX CONCURRENTLY, VACUUM) on `conn`,
     restoring its mode afterwards. The connection must be idle."""
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if not idle(conn):
         raise InvalidInput("this needs a connection that is not inside a transaction")
     was = conn.autocommit
     conn.autocommit = True

@@ -52,7 +52,7 @@ import psycopg
 from perflab.db._validate import MEDIA_TYPES, STATUSES, as_uuid, as_vector, check_aware, check_choice
 from perflab.db.errors import EmbedderMismatch, InvalidInput
 from perflab.db.indexes import vector_indexes
-from perflab.db.pool import PoolOrConn, autocommit, borrow
+from perflab.db.pool import PoolOrConn, autocommit, borrow, idle
 
 SearchPath = Literal["auto", "exact", "hnsw"]
 IndexKind = Literal["halfvec", "vector"]
@@ -187,7 +187,7 @@ def _one_flight(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """A pipeline whose statements leave in one flush and run in one transaction: the implicit one of
     an autocommit pipeline (one round trip) on an idle connection, the caller's own (a savepoint) on a
     connection already inside a transaction."""
-    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+    if idle(conn):
         with autocommit(conn), conn.pipeline():
             yield
     else:
@@ -271,7 +271,7 @@ def generic_plan_uses(conn: psycopg.Connection[Any], query: str, index_name: str
     the question (GENERIC_PLAN is PostgreSQL 16+; a staging server may be older) answers no."""
     sql_bytes = ("EXPLAIN (GENERIC_PLAN, FORMAT JSON) " + _positional(query)).encode()
     try:
-        standalone = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        standalone = conn.autocommit and idle(conn)
         # otherwise a transaction (a savepoint inside a caller's): a refusal leaves the connection usable
         with contextlib.nullcontext() if standalone else conn.transaction():
             row = conn.execute(sql_bytes, prepare=False).fetchone()  # no values: never a prepared one
@@ -443,7 +443,7 @@ class VectorSearch:
         round trips on a pooled connection, the pipeline without a transaction 1, but its results came
         back in several reads, each a wake-up on a busy 2-core machine."""
         sql_bytes = query.encode()
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if not idle(conn):
             with conn.pipeline(), conn.transaction():  # the caller's transaction: settings local to it
                 conn.execute(_SETTINGS, (str(ef), True, True), prepare=True)
                 cur = conn.execute(sql_bytes, params, prepare=False)

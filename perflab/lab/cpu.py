@@ -94,6 +94,9 @@ class ProcessTree:
     def local_ticks(self, table: ProcessTable) -> int:
         return tree_ticks(table, self.pid, self.exclude)
 
+    def sample(self) -> None:
+        """Nothing to keep: the count is cumulative in the kernel."""
+
 
 @dataclass(frozen=True)
 class OwnProcess:
@@ -106,6 +109,9 @@ class OwnProcess:
     def local_ticks(self, table: ProcessTable) -> int:
         p = table.get(self.pid)
         return p.own if p else 0
+
+    def sample(self) -> None:
+        """Nothing to keep: the count is cumulative in the kernel."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,9 @@ class CounterSource:
     def local_ticks(self, table: ProcessTable) -> int:
         return 0  # runs elsewhere: not part of this machine's lab share
 
+    def sample(self) -> None:
+        """Nothing to keep: the count is cumulative in the kernel."""
+
 
 @dataclass(frozen=True)
 class _Unknown:
@@ -129,6 +138,9 @@ class _Unknown:
 
     def local_ticks(self, table: ProcessTable) -> int:
         return 0
+
+    def sample(self) -> None:
+        pass
 
 
 UNKNOWN = _Unknown()
@@ -241,12 +253,10 @@ Source = ProcessTree | OwnProcess | CounterSource | PostgresBackends | _Unknown
 
 @contextmanager
 def watching(sources: Mapping[str, Source], interval_s: float = 1.0) -> Iterator[None]:
-    """Sample the sources that lose exited processes (PostgresBackends) every `interval_s` in a
-    background thread, for a phase long enough that backends start and exit inside it."""
-    tracked = [s for s in sources.values() if isinstance(s, PostgresBackends)]
-    if not tracked:
-        yield
-        return
+    """Call every source's `sample()` each `interval_s` in a background thread, for a phase long
+    enough that processes start and exit inside it (a notebook's seeding, COPY and index builds):
+    a source that loses what exited processes used (PostgresBackends) keeps it that way."""
+    tracked = list(sources.values())
     stop = threading.Event()
 
     def loop() -> None:
