@@ -79,7 +79,9 @@ def test_redis_stop_serves_from_postgres_and_the_cache_comes_back(lab: FaultLab)
 
 
 def test_postgres_restart_fails_few_requests_with_503_and_recovers(lab: FaultLab) -> None:
+    assert _in_my_tree(lab.postgres.pid())  # a child too, before and after its restart (as Redis)
     r = lab.scenario("pg_restart", before_s=1.5, after_s=3)
+    assert _in_my_tree(lab.postgres.pid())
     failures = [x for x in r.records if x.failed]
     assert all(x.status == 503 and "database unavailable" in x.error for x in failures), failures[:3]
     assert r.figures["recovered"]  # the last seconds were clean: the pools reconnected by themselves

@@ -129,7 +129,7 @@ class FaultLab:
         # Children, not daemons: they die with the run, and their CPU stays in the report's process tree
         # (a daemon leaves it, and the noise record counted the fault lab's servers as outsiders).
         self.redis = RedisServer(self.workdir / "redis", free_port(), daemonize=False)
-        self.postgres = PostgresServer(self.workdir / "postgres", free_port())
+        self.postgres = PostgresServer(self.workdir / "postgres", free_port(), daemonize=False)
         self.settings = settings  # replaced in start() by the lab's own
         self.cluster: EmbeddedCluster | None = None  # set by use_cluster()
         self.service: ServiceProcess | None = None

