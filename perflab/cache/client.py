@@ -29,6 +29,7 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -193,9 +194,11 @@ def node_batch(
     queue: Callable[[Any, list[str]], None],
     default: Any = None,
 ) -> NodeBatch:
-    """Run one pipeline per node (one round trip, at most one socket timeout); `queue(pipe, slot_keys)`
-    adds one command for the slot (its reply a list, one item per key) or one command per key. The
-    node's breaker is checked and fed, as for a single command.
+    """One pipeline per node, all written before any is read, as redis-py's ClusterPipeline does: the
+    nodes work at once, and the batch costs about one round trip however many nodes it touches (at
+    most one socket timeout per dead node). `queue(pipe, slot_keys)` adds one command for the slot
+    (its reply a list, one item per key) or one command per key. The node's breaker is checked and
+    fed, as for a single command.
 
     Each slot's reply lands at its keys' positions; a node that failed leaves `default` there. A MOVED
     reply (a failover or resharding under way) updates the slot map and leaves the default too.
@@ -207,31 +210,31 @@ def node_batch(
         out.failed = 1
         out.errors.append(ClusterError(str(exc)))
         return out
+    sent: list[_NodeFlight] = []
     for name, (node, slots) in groups.items():
         breaker = client.breakers.for_node(name)
         if not breaker.clean and not breaker.allow():
             out.skipped += 1
             continue
-        pipe = client.get_redis_connection(node).pipeline(transaction=False)
-        owners: list[list[int]] = []  # the key positions each queued command's reply belongs to
+        flight = _NodeFlight(name, client.get_redis_connection(node).pipeline(transaction=False))
         for positions in slots.values():
-            queued = len(pipe)
-            queue(pipe, [keys[i] for i in positions])
-            added = len(pipe) - queued
-            owners.extend([positions] if added == 1 else [[i] for i in positions])
-        try:
-            replies = pipe.execute(raise_on_error=False)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            breaker.record_failure()
-            out.failed += 1
-            out.errors.append(exc)
-            # As redis-py does after a connection error: the node may have been replaced by its replica.
-            client.nodes_manager.move_node_to_end_of_cached_nodes(name)
-            client.nodes_manager.initialize(last_failed_node_name=name)
+            queued = len(flight.pipe)
+            queue(flight.pipe, [keys[i] for i in positions])
+            added = len(flight.pipe) - queued
+            flight.owners.extend([positions] if added == 1 else [[i] for i in positions])
+        if flight.send():
+            sent.append(flight)
+        else:
+            _node_failed(client, out, flight)
+    for flight in sent:
+        replies = flight.read()
+        if replies is None:
+            _node_failed(client, out, flight)
             continue
+        breaker = client.breakers.for_node(flight.name)
         if not breaker.clean:
             breaker.record_success()
-        for positions, reply in zip(owners, replies, strict=True):
+        for positions, reply in zip(flight.owners, replies, strict=True):
             if isinstance(reply, (MovedError, AskError)):
                 client.nodes_manager.move_slot(reply)
                 out.errors.append(reply)
@@ -243,3 +246,67 @@ def node_batch(
             else:
                 out.values[positions[0]] = reply
     return out
+
+
+@dataclass
+class _NodeFlight:
+    """One node's pipeline of a `node_batch`, split in two: written to the socket, later read back.
+
+    redis-py's Pipeline.execute does both at once; this uses the parts its ClusterPipeline uses
+    (`command_stack`, `pack_commands`, `send_packed_command`, `parse_response`). No retries, as
+    everywhere in perflab's clients: a connection error is the node's failure, for its breaker."""
+
+    name: str
+    pipe: Any  # redis.client.Pipeline
+    owners: list[list[int]] = field(default_factory=list)  # key positions of each command's reply
+    conn: Any = None
+    error: RedisError | None = None
+
+    def send(self) -> bool:
+        try:
+            self.conn = self.pipe.connection_pool.get_connection()  # connects: a dead node raises here
+            self.conn.send_packed_command(self.conn.pack_commands([a for a, _ in self.pipe.command_stack]))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            return self._lost(exc)
+        except BaseException:
+            self._lost(None)
+            raise
+        return True
+
+    def read(self) -> list[Any] | None:
+        replies: list[Any] = []
+        try:
+            for args, options in self.pipe.command_stack:
+                try:
+                    replies.append(self.pipe.parse_response(self.conn, args[0], **options))
+                except ResponseError as exc:  # a reply, as raise_on_error=False keeps it
+                    replies.append(exc)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._lost(exc)
+            return None
+        except BaseException:
+            self._lost(None)  # replies left unread on the socket: never hand it to the next caller
+            raise
+        self.pipe.connection_pool.release(self.conn)
+        self.conn = None
+        self.pipe.reset()
+        return replies
+
+    def _lost(self, exc: RedisError | None) -> bool:
+        self.error = exc
+        if self.conn is not None:
+            self.conn.disconnect()
+            self.pipe.connection_pool.release(self.conn)
+            self.conn = None
+        self.pipe.reset()
+        return False
+
+
+def _node_failed(client: ShardedCluster, out: NodeBatch, flight: _NodeFlight) -> None:
+    client.breakers.for_node(flight.name).record_failure()
+    out.failed += 1
+    if flight.error is not None:
+        out.errors.append(flight.error)
+    # As redis-py does after a connection error: the node may have been replaced by its replica.
+    client.nodes_manager.move_node_to_end_of_cached_nodes(flight.name)
+    client.nodes_manager.initialize(last_failed_node_name=flight.name)
