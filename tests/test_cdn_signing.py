@@ -95,3 +95,57 @@ def test_any_single_character_change_fails(data: st.DataObject) -> None:
     i = data.draw(st.integers(0, len(url) - 1))
     c = data.draw(st.characters(min_codepoint=33, max_codepoint=126).filter(lambda ch: ch != url[i]))
     assert not signer.verify(url[:i] + c + url[i + 1 :], now=NOW)
+
+
+def test_stable_expiry_keeps_urls_for_a_step_and_never_shortens_their_life() -> None:
+    from perflab.cdn import stable_expiry
+
+    for now in (NOW, NOW + 1, NOW + 299, NOW + 300, NOW + 301):
+        exp = stable_expiry(3600, 300, now)
+        assert exp % 300 == 0 and 3600 <= exp - now < 3600 + 300
+    step = NOW - NOW % 300 + 300  # a step's start
+    assert stable_expiry(3600, 300, step + 1) == stable_expiry(3600, 300, step + 299)  # one step: one URL
+    assert stable_expiry(3600, 300, step) != stable_expiry(3600, 300, step + 1)
+    signer = UrlSigner(SECRET)
+    url = signer.sign_until(PATH, stable_expiry(3600, 300, step + 1))
+    assert signer.sign_until(PATH, stable_expiry(3600, 300, step + 100)) == url
+    assert signer.verify(url, now=step + 3600 + 299) and not signer.verify(url, now=step + 3600 + 301)
+
+
+def test_the_signer_memo_is_bounded_and_never_skips_checks() -> None:
+    signer = UrlSigner(SECRET, memo_size=4)
+    urls = [signer.sign_until(f"/media/{i}.jpg", NOW) for i in range(10)]
+    assert len(signer._memo) <= 4
+    assert all(signer.verify(u, now=NOW) for u in urls)
+    assert [
+        signer.sign_until(f"/media/{i}.jpg", NOW) for i in range(10)
+    ] == urls  # the same, remembered or not
+    with pytest.raises(ValueError):
+        signer.sign_until("media/relative.jpg", NOW)
+    with pytest.raises(ValueError):
+        signer.sign_until(PATH + "?exp=1", NOW)
+
+
+def test_the_minter_gives_each_item_its_urls_once_per_expiry_step() -> None:
+    from perflab.cdn import UrlMinter, media_urls
+
+    def item(n: int) -> list[dict[str, object]]:
+        return [{"name": name, "width": w, "key": f"media/{n:02d}/{n}-{name}.webp"}
+                for name, w in (("master", 2000), ("thumb", 200), ("w320", 320), ("w640", 640))]  # fmt: skip
+
+    signer = UrlSigner(SECRET)
+    minter = UrlMinter("https://cdn.example.com/media", signer, expires_in=3600, memo_size=3)
+    first = minter.urls(item(1), now=NOW)
+    assert first == media_urls(item(1), "https://cdn.example.com/media", signer, now=NOW)
+    assert first.url and first.thumbnail_url and first.srcset and signer.verify(first.url, now=NOW + 3599)
+    assert minter.urls(item(1), now=NOW + 10) is first  # remembered within the step
+    assert minter.urls(item(2), now=NOW + 10).url != first.url  # another item, other keys
+    moved = item(1)
+    moved[2] = {**moved[2], "key": "media/01/other-w320.webp"}  # a re-processed derivative: a new key
+    assert "other-w320" in (minter.urls(moved, now=NOW + 10).srcset or "")
+    later = minter.urls(item(1), now=NOW + 3600)  # a later step: a later expiry, newly signed
+    assert later.url != first.url and signer.verify(later.url or "", now=NOW + 7199)
+    for n in range(10):
+        minter.urls(item(n), now=NOW + 3600)
+    assert len(minter._memo) <= 3
+    assert minter.urls([], now=NOW).url is None

@@ -164,7 +164,11 @@ def test_bench_cdn_json_is_one_object_on_one_line(
     assert cdn.main(None, ["--json", "--requests", "40", "--concurrency", "2"]) == 0  # type: ignore[arg-type]
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.endswith("\n")
-    assert json.loads(out)["benchmark"] == "cdn"
+    d = json.loads(out)
+    assert d["benchmark"] == "cdn"
+    assert set(d["url_minting"]["median"]) == {"minter", "sign_each", "unsigned"}  # beside the old keys
+    assert all(d["figures"][f"url_minting_{arm}_ms"]["median"] > 0 for arm in d["url_minting"]["median"])
+    assert d["url_minting"]["derivatives_per_item"] > 1  # the corpus's real records: a srcset to mint
 
 
 def test_sigterm_is_one_line_exit_143_and_cleanup_runs(tmp_path: Path) -> None:

@@ -8,6 +8,11 @@ cold edge. Reports the edge hit ratio (from `X-Cache-Status`), latency p50/p95 p
 throughput with concurrent clients. Then the headline figures in `trials` interleaved trials (origin,
 warm edge, origin, warm edge, ...) on slices of the sequence: p50 latency and throughput of each, with
 the contract's median and 95 % CI (perflab/bench/contract.py).
+
+`url_minting` (and the estimates `url_minting_*_ms`): CPU ms to mint the URLs of one 20-result search
+response over the corpus's real derivative records, in interleaved trials: the service's `UrlMinter`
+(stable expiry, remembered per item), `sign_each` (every URL HMAC-signed per response, its expiry
+moving each second: the service before 2026-12-04), and `unsigned` (the same strings, no signature).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import numpy as np
 from perflab.bench.contract import Result, cli, estimate, interleave, percentile_estimate
 from perflab.cdn.edge import NginxEdge, find_nginx
 from perflab.cdn.errors import EdgeUnavailable
+from perflab.cdn.signing import UrlSigner
+from perflab.cdn.urls import UrlMinter, media_urls
 from perflab.config import Settings
 from perflab.errors import ServiceUnavailable
 from perflab.images.pipeline import ImagePipeline
@@ -37,6 +44,7 @@ from perflab.images.storage import LocalStorage, store_processed
 from perflab.lab.corpus import photo_paths
 from perflab.lab.latency import LatencyHistogram
 from perflab.net import free_port, http_ok, wait_until
+from perflab.service.upload import derivative_record
 
 ROOT_ENV = "PERFLAB_BENCH_MEDIA_ROOT"
 
@@ -138,15 +146,67 @@ class Config:
 def run(settings: Settings, cfg: Config) -> Result:
     """The cold-edge pass (hit ratio; the old keys), then the headline figures in interleaved trials."""
     result = Result("cdn", asdict(cfg))
-    legacy, trials = _measure(cfg)
+    legacy, trials, records = _measure(cfg)
     result.legacy = legacy
     for arm, runs in trials.items():
         result.estimates[f"{arm}_p50_ms"] = percentile_estimate([_histogram(lat) for lat, _ in runs], 50)
         result.estimates[f"{arm}_rps"] = estimate([rps for _, rps in runs])
+    minting = _url_minting(records, cfg.trials)
+    for arm, values in minting.items():
+        result.estimates[f"url_minting_{arm}_ms"] = estimate(values)
+    minter, each = statistics.median(minting["minter"]), statistics.median(minting["sign_each"])
+    result.legacy["url_minting"] = {
+        "unit": "CPU ms per 20-result response",
+        "items": _RESPONSE_ITEMS,
+        "derivatives_per_item": round(statistics.mean(len(r) for r in records), 1),
+        "responses_per_trial": _MINT_RESPONSES,
+        "median": {arm: round(statistics.median(v), 4) for arm, v in minting.items()},
+        "sign_each_vs_minter": round(each / minter, 1) if minter else None,
+    }
     return result
 
 
-def _measure(cfg: Config) -> tuple[dict[str, Any], dict[str, list[tuple[list[float], float]]]]:
+_RESPONSE_ITEMS = 20
+_MINT_RESPONSES = 300
+
+
+def _url_minting(records: list[list[dict[str, Any]]], trials: int) -> dict[str, list[float]]:
+    """CPU ms per response of each way to mint a response's URLs, trials interleaved. The items are
+    the corpus's records under distinct keys (a response's 20 results are 20 different media)."""
+    secret = os.urandom(32)
+    items = [
+        [{**d, "key": f"{n:04d}/{d['key']}"} for d in records[n % len(records)]]
+        for n in range(_RESPONSE_ITEMS)
+    ]
+    base = "https://cdn.example.com/media"
+    minter = UrlMinter(base, UrlSigner(secret))
+    each_signer = UrlSigner(secret, memo_size=0)
+    t0 = time.time()
+
+    def arm(mint: Any) -> Any:
+        def go(i: int) -> float:
+            start = time.process_time()
+            for r in range(_MINT_RESPONSES):
+                now = t0 + i * _MINT_RESPONSES + r  # a response a second: sign_each's expiry moves
+                for item in items:
+                    mint(item, now)
+            return (time.process_time() - start) * 1000 / _MINT_RESPONSES
+
+        return go
+
+    return interleave(
+        {
+            "minter": arm(lambda item, now: minter.urls(item, now=now)),
+            "sign_each": arm(lambda item, now: media_urls(item, base, each_signer, now=now)),
+            "unsigned": arm(lambda item, now: media_urls(item, base, None, now=now)),
+        },
+        trials,
+    )
+
+
+def _measure(
+    cfg: Config,
+) -> tuple[dict[str, Any], dict[str, list[tuple[list[float], float]]], list[list[dict[str, Any]]]]:
     requests, skew, concurrency, seed = cfg.requests, cfg.skew, cfg.concurrency, cfg.seed
     if find_nginx() is None:
         raise EdgeUnavailable("nginx", "-", "nginx is not installed", "run `make sysdeps` as root")
@@ -154,8 +214,14 @@ def _measure(cfg: Config) -> tuple[dict[str, Any], dict[str, list[tuple[list[flo
         store = LocalStorage(Path(tmp) / "media")
         pipeline = ImagePipeline()
         keys: list[str] = []
+        records: list[
+            list[dict[str, Any]]
+        ] = []  # each photo's derivative records, as the service stores them
         for path in photo_paths():
-            keys += store_processed(store, pipeline.process(path.read_bytes())).values()
+            processed = pipeline.process(path.read_bytes())
+            named = store_processed(store, processed)
+            keys += named.values()
+            records.append([derivative_record(d, named[d.name]) for d in processed.derivatives])
         paths = [f"/media/{k}" for k in _sequence(keys, requests, skew, seed)]
         origin_port = free_port()
         origin = _start_origin(store.root, origin_port)
@@ -182,24 +248,30 @@ def _measure(cfg: Config) -> tuple[dict[str, Any], dict[str, list[tuple[list[flo
             origin.terminate()
             origin.wait(timeout=10)
     distinct = len(set(paths))
-    return {
-        "benchmark": "cdn",
-        "objects": len(keys),
-        "requests": requests,
-        "distinct_requested": distinct,
-        "zipf_skew": skew,
-        "edge_hit_ratio": round(cache.count("HIT") / requests, 4),
-        "edge_hit_ratio_ceiling": round(1 - distinct / requests, 4),  # every first request must miss
-        "cache_status": dict(Counter(cache)),
-        "http_status": {"origin": dict(o_status), "edge": dict(e_status)},
-        "latency_ms": {
-            "origin": _p50_p95(o_lat),
-            "edge_hit": _p50_p95(hits),
-            "edge_miss": _p50_p95(misses),
+    return (
+        {
+            "benchmark": "cdn",
+            "objects": len(keys),
+            "requests": requests,
+            "distinct_requested": distinct,
+            "zipf_skew": skew,
+            "edge_hit_ratio": round(cache.count("HIT") / requests, 4),
+            "edge_hit_ratio_ceiling": round(1 - distinct / requests, 4),  # every first request must miss
+            "cache_status": dict(Counter(cache)),
+            "http_status": {"origin": dict(o_status), "edge": dict(e_status)},
+            "latency_ms": {
+                "origin": _p50_p95(o_lat),
+                "edge_hit": _p50_p95(hits),
+                "edge_miss": _p50_p95(misses),
+            },
+            "throughput_rps": {"concurrency": concurrency, "origin": origin_rps, "edge_warm": edge_rps},
+            "edge_vs_origin_p50": round(statistics.median(o_lat) / statistics.median(hits), 2)
+            if hits
+            else None,
         },
-        "throughput_rps": {"concurrency": concurrency, "origin": origin_rps, "edge_warm": edge_rps},
-        "edge_vs_origin_p50": round(statistics.median(o_lat) / statistics.median(hits), 2) if hits else None,
-    }, trials
+        trials,
+        records,
+    )
 
 
 def _render(result: Result) -> None:

@@ -12,6 +12,7 @@ checks the MAC before the expiry, so an attacker learns nothing from timing abou
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -32,29 +33,51 @@ def _b64(mac: bytes) -> str:
 class UrlSigner:
     """Signs and verifies URLs with one secret (at least 16 bytes; use 32 random bytes)."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, *, memo_size: int = 32_768) -> None:
         if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
             raise ConfigError(f"the URL signing secret must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = secret
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per MAC: no key set-up each
+        # (path, expiry) -> signed path, for `sign_until`; cleared whole when full (plain dict operations
+        # are atomic: the event loop and the worker threads share it without a lock)
+        self._memo: dict[tuple[str, int], str] = {}
+        self._memo_size = memo_size
 
     def __repr__(self) -> str:
         return "UrlSigner(<secret>)"
 
     def _mac(self, message: str) -> str:
-        return _b64(hmac.new(self._secret, message.encode("utf-8"), hashlib.sha256).digest())
+        mac = self._keyed.copy()
+        mac.update(message.encode("utf-8"))
+        return _b64(mac.digest())
 
     def sign(self, path: str, expires_in: int = 3600, now: float | None = None) -> str:
         """`path` (starting with `/`, may carry a query) with `exp` and `sig` appended."""
-        if not path.startswith("/"):
-            raise ValueError(f"sign a path starting with '/', got {path[:40]!r}")
         if expires_in <= 0:
             raise ValueError("expires_in must be positive")
-        query = urlsplit(path).query
-        if any(k in ("exp", "sig") for k, _ in parse_qsl(query, keep_blank_values=True)):
-            raise ValueError("the path already carries exp/sig parameters")
-        expires = int(now if now is not None else time.time()) + int(expires_in)
+        return self.sign_until(path, int(now if now is not None else time.time()) + int(expires_in))
+
+    def sign_until(self, path: str, expires: int) -> str:
+        """`path` signed to expire at unix time `expires`. The same (path, expiry) gives the same URL,
+        remembered: a response's URLs minted with a stable expiry (`stable_expiry`) cost a dict
+        lookup each, not an HMAC, and a browser or CDN cache keeps them until the expiry moves."""
+        memo_key = (path, expires)
+        hit = self._memo.get(memo_key)
+        if hit is not None:
+            return hit
+        if not path.startswith("/"):
+            raise ValueError(f"sign a path starting with '/', got {path[:40]!r}")
+        if "?" in path:
+            query = urlsplit(path).query
+            if any(k in ("exp", "sig") for k, _ in parse_qsl(query, keep_blank_values=True)):
+                raise ValueError("the path already carries exp/sig parameters")
         base = f"{path}{'&' if '?' in path else '?'}exp={expires}"
-        return f"{base}{_SIG}{self._mac(base)}"
+        signed = f"{base}{_SIG}{self._mac(base)}"
+        if self._memo_size > 0:  # 0: no memo
+            if len(self._memo) >= self._memo_size:
+                self._memo.clear()  # old expiries pile up as the clock moves: start over
+            self._memo[memo_key] = signed
+        return signed
 
     def check(self, url_or_path_query: str, now: float | None = None) -> int:
         """Verify; return the expiry (unix time) or raise SignatureMissing/Invalid/Expired."""
@@ -92,10 +115,31 @@ def cdn_url(
     *,
     expires_in: int = 3600,
     now: float | None = None,
+    expires_at: int | None = None,
 ) -> str:
     """`{base}/{key}`, signed (with a `signer`) over the whole path the CDN sees, the base URL's path
-    included: the origin checks the signature over the path it was asked for."""
+    included: the origin checks the signature over the path it was asked for. `expires_at` (unix
+    time, e.g. from `stable_expiry`) instead of `expires_in` from `now`."""
+    host, prefix = _split_base(base_url)
+    path = f"{prefix}/{key}"
+    if signer is None:
+        return host + path
+    if expires_at is not None:
+        return host + signer.sign_until(path, expires_at)
+    return host + signer.sign(path, expires_in=expires_in, now=now)
+
+
+def stable_expiry(expires_in: int, step_s: int, now: float | None = None) -> int:
+    """An expiry at least `expires_in` from now, rounded up to a multiple of `step_s`: every URL minted
+    within one step gets the same expiry, so the same URL (cacheable by the browser and the CDN, and
+    memoized by `UrlSigner.sign_until`); each stays valid between `expires_in` and
+    `expires_in + step_s` seconds."""
+    t = int(now if now is not None else time.time()) + int(expires_in)
+    return -(-t // step_s) * step_s
+
+
+@functools.lru_cache(maxsize=16)
+def _split_base(base_url: str) -> tuple[str, str]:
+    """(scheme://host, path) of a CDN base URL: parsed once, not per URL."""
     parts = urlsplit(base_url.rstrip("/"))
-    host = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
-    path = f"{parts.path}/{key}"
-    return host + (signer.sign(path, expires_in=expires_in, now=now) if signer is not None else path)
+    return (f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""), parts.path

@@ -33,6 +33,7 @@ def srcset(
     signer: UrlSigner | None = None,
     expires_in: int = 3600,
     now: float | None = None,
+    expires_at: int | None = None,
 ) -> str:
     """`"{base}/{key} 320w, {base}/{key} 640w, ..."`, narrowest first, one candidate per width.
 
@@ -44,5 +45,7 @@ def srcset(
         if d.name == THUMBNAIL or d.width in by_width:
             continue
         key = keys[d.name] if keys is not None else object_key(d.data, d.name, d.extension)
-        by_width[d.width] = f"{cdn_url(base_url, key, signer, expires_in=expires_in, now=now)} {d.width}w"
+        by_width[d.width] = (
+            f"{cdn_url(base_url, key, signer, expires_in=expires_in, now=now, expires_at=expires_at)} {d.width}w"
+        )
     return ", ".join(by_width[w] for w in sorted(by_width))

@@ -24,7 +24,7 @@ from perflab.cache import (
     check_not_cluster_node,
     make_redis,
 )
-from perflab.cdn import UrlSigner
+from perflab.cdn import UrlMinter, UrlSigner
 from perflab.config import Settings
 from perflab.db import QueryOptimizer, VectorSearch, make_pool
 from perflab.embed import BatchingEmbedder, Embedder, make_embedder
@@ -59,7 +59,7 @@ class ServiceContext:
     search: SearchService
     uploads: UploadService
     storage: LocalStorage
-    signer: UrlSigner
+    urls: UrlMinter  # signed CDN URLs of search results and uploads
     metrics: ServiceMetrics
     _pool_check: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -107,10 +107,12 @@ class ServiceContext:
             invalidator=Invalidator(cache),
             guard=guard,
         )
-        signer = UrlSigner(load_secret(settings, "cdn", settings.cdn_signing_key))
+        urls = UrlMinter(
+            settings.cdn_base_url, UrlSigner(load_secret(settings, "cdn", settings.cdn_signing_key))
+        )
         return cls(
             settings, client, cache, pool, queries, embedder, embedding_cache, search_cache, sessions, auth, history,
-            search, uploads, storage, signer, ServiceMetrics(),
+            search, uploads, storage, urls, ServiceMetrics(),
         )  # fmt: skip
 
     def recheck_pool(self) -> None:

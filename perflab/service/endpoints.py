@@ -21,7 +21,6 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from perflab.cache import CacheUnavailable
-from perflab.cdn.urls import media_urls
 from perflab.db import MEDIA_TYPES
 from perflab.db.users import record_login
 from perflab.db.versions import server_versions
@@ -63,7 +62,7 @@ User = Annotated[Principal, Depends(current_user)]
 def public_record(ctx: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
     """A media record as the client sees it: signed CDN URLs and a srcset instead of storage keys."""
     out = {k: v for k, v in record.items() if k not in ("storage_key", "derivatives")}
-    urls = media_urls(record.get("derivatives") or [], ctx.settings.cdn_base_url, ctx.signer)
+    urls = ctx.urls.urls(record.get("derivatives") or ())
     out["url"] = urls.url
     out["thumbnail_url"] = urls.thumbnail_url
     out["srcset"] = urls.srcset
