@@ -164,6 +164,34 @@ def test_seeded_library_is_searchable(schema) -> None:
     assert n == result.sizes[0] == max(result.sizes)
     hits = VectorSearch(conn).search(uid, emb.embed(["dog on the beach"])[0], k=5)
     assert len(hits) == 5 and all("beach" in h.caption for h in hits)
+    # completed images carry their renditions (their URLs are minted per search response), others none
+    rows = conn.execute("SELECT media_type, status, width, height, derivatives FROM media_files").fetchall()
+    for media_type, status, w, h, derivatives in rows:
+        if media_type == "image" and status == "completed":
+            assert {"master", "thumb"} <= {d["name"] for d in derivatives}, (w, h, derivatives)
+        else:
+            assert derivatives == []
+    assert any(h.derivatives for h in hits)
+
+
+@pytest.mark.parametrize("size", [(4032, 3024), (1080, 1920), (1200, 1200), (300, 200), (2048, 1536)])
+def test_seeded_renditions_are_the_pipelines_plan(size: tuple[int, int]) -> None:
+    """The seed's derivative records name and size what the image pipeline would store for the photo."""
+    from perflab.db.seed import seeded_derivatives
+    from perflab.images.derivatives import fit_within, plan
+    from perflab.images.pipeline import PipelineOptions
+
+    opts = PipelineOptions()
+    master = fit_within(size, opts.master_box)
+    planned = {"master": master} | {
+        s.name: s.size for s in plan(master, opts.responsive_widths, opts.thumbnail_size)
+    }
+    seeded = seeded_derivatives(uuid.UUID(int=7), *size)
+    assert {d["name"]: (d["width"], d["height"]) for d in seeded} == planned
+    keys = [d["key"] for d in seeded]
+    assert len(set(keys)) == len(keys) and all(
+        k.endswith(f"-{d['name']}.jpg") for k, d in zip(keys, seeded, strict=True)
+    )
 
 
 def test_wrong_embedder_dimension_is_refused(schema) -> None:

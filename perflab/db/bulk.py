@@ -92,11 +92,11 @@ _USER_TYPES = ("uuid", "text", "text", "text", "text", "timestamptz", "timestamp
 _MEDIA_COLS = (
     "id", "user_id", "filename", "original_filename", "mime_type", "media_type", "file_size_bytes", "width",
     "height", "status", "caption", "tags", "storage_key", "dominant_colors", "blurhash", "uploaded_at",
-    "processed_at",
+    "processed_at", "derivatives",
 )  # fmt: skip
 _MEDIA_TYPES = (
     "uuid", "uuid", "text", "text", "text", "text", "int8", "int4", "int4", "text", "text", "text[]", "text",
-    "jsonb", "text", "timestamptz", "timestamptz",
+    "jsonb", "text", "timestamptz", "timestamptz", "jsonb",
 )  # fmt: skip
 _EMB_COLS = (
     "media_file_id",
@@ -365,4 +365,5 @@ def _media_tuple(row: MediaRow, now: datetime) -> tuple[Any, ...]:
         m.blurhash,
         m.uploaded_at or now,
         m.processed_at,
+        Jsonb(list(m.derivatives)),
     )

@@ -112,7 +112,39 @@ def _uuid(rng: np.random.Generator) -> uuid.UUID:
 
 
 def fingerprint(*, media: int, users: int, seed: int, model_name: str, dim: int) -> str:
-    return hashlib.sha256(f"v1:{media}:{users}:{seed}:{model_name}:{dim}".encode()).hexdigest()[:16]
+    # v2: completed images carry derivative records (v1 libraries had none: re-seeded)
+    return hashlib.sha256(f"v2:{media}:{users}:{seed}:{model_name}:{dim}".encode()).hexdigest()[:16]
+
+
+# The renditions an upload of a w x h photo stores, as perflab.images.derivatives.plan makes them with
+# PipelineOptions' defaults (a 2048 px master box, widths 320/640/1024/1920, a 300 px square thumbnail;
+# tests/test_db_seed.py holds the two together). A search result's URLs are minted from these: without
+# them a seeded library's search responses carry no URLs, and the search bench measured less work than
+# a real library's responses cost.
+_MASTER_BOX = 2048
+_WIDTHS = (1920, 1024, 640, 320)
+_THUMBNAIL = 300
+
+
+def seeded_derivatives(media_id: uuid.UUID, width: int, height: int) -> list[dict[str, Any]]:
+    """The derivative records of a completed seeded image: names, sizes, and content-hash-shaped keys
+    (from the media id: no bytes exist behind them)."""
+    scale = min(_MASTER_BOX / width, _MASTER_BOX / height, 1.0)
+    master = (
+        (width, height) if scale == 1.0 else (max(1, round(width * scale)), max(1, round(height * scale)))
+    )
+    sizes = [("master", master)]
+    sizes += [(f"w{w}", (w, max(1, round(master[1] * w / master[0])))) for w in _WIDTHS if w < master[0]]
+    side = min(_THUMBNAIL, min(master))
+    sizes.append(("thumb", (side, side)))
+    records = []
+    for name, (w, h) in sizes:
+        digest = hashlib.sha256(media_id.bytes + name.encode()).hexdigest()[:32]
+        records.append(
+            {"name": name, "width": w, "height": h, "format": "jpeg",
+             "key": f"{digest[:2]}/{digest}-{name}.jpg", "bytes": w * h // 8}
+        )  # fmt: skip
+    return records
 
 
 def generate_library(*, media: int, users: int, seed: int, tag: str = "") -> Library:
@@ -174,6 +206,11 @@ def generate_library(*, media: int, users: int, seed: int, tag: str = "") -> Lib
                         storage_key=f"{uid}/{mid}{ext}",
                         uploaded_at=uploaded,
                         processed_at=processed,
+                        derivatives=(
+                            seeded_derivatives(mid, w, h)
+                            if kind == "image" and status == "completed" and w and h
+                            else []
+                        ),
                     ),
                 )
             )
