@@ -296,3 +296,18 @@ def test_a_library_of_another_embedder_is_refused(
         assert r.status_code == 409, r.text
     with connect(svc_settings, servers.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM media_files").fetchone()[0] == before  # nothing written
+
+
+def test_a_started_service_runs_the_installed_perflab_not_the_working_directorys(
+    svc_settings: Settings, servers: Endpoints, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -P -m perflab.cli serve`: a `perflab` package in the working directory is not imported
+    (else an A/B arm chosen by PYTHONPATH silently ran the checkout it was started from)."""
+    decoy = tmp_path / "cwd" / "perflab"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise SystemExit('the working directory was imported')\n")
+    on = svc_settings.replace(embedder="hashing", media_root=tmp_path / "media")
+    svc = ServiceProcess(on, workers=1, log=tmp_path / "serve.log")
+    monkeypatch.chdir(decoy.parent)  # the child starts there
+    with svc:
+        assert httpx.get(svc.url + "/health").status_code == 200

@@ -56,7 +56,8 @@ def media_urls(
 
 class UrlMinter:
     """The service's URLs: `media_urls` with one base URL and signer, remembered per item (its
-    derivatives' names, widths and keys) for the current stable expiry. When the expiry moves on, or
+    derivatives' keys: content-hashed, each naming its rendition, so the same keys are the same
+    renditions at the same widths) for the current stable expiry. When the expiry moves on, or
     the memo is full, it starts over. Shared by the event loop and worker threads: plain dict
     operations only, each atomic."""
 
@@ -79,7 +80,7 @@ class UrlMinter:
         if expires_at != self._expires_at or len(self._memo) >= self._memo_size:
             self._memo = {}
             self._expires_at = expires_at
-        key = tuple((d.get("name"), d.get("width"), d.get("key")) for d in records)
+        key = tuple([d.get("key") for d in records])  # content-hashed, each naming its rendition
         found = self._memo.get(key)
         if found is None:
             found = media_urls(records, self.base_url, self.signer, expires_in=self.expires_in, now=now)

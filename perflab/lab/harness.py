@@ -97,7 +97,9 @@ class ServiceProcess:
 
     def start(self, timeout: float = 120.0) -> ServiceProcess:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        command = [sys.executable, "-m", "perflab.cli", "serve", "--port", str(self.port),
+        # -P: not the working directory first on sys.path, so the service runs the perflab this
+        # process's PYTHONPATH or install names (an A/B arm's checkout), not whatever sits in cwd
+        command = [sys.executable, "-P", "-m", "perflab.cli", "serve", "--port", str(self.port),
                    "--workers", str(self.workers)]  # fmt: skip
         proc = self.proc = subprocess.Popen(
             command,

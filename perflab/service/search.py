@@ -97,7 +97,8 @@ class SearchOutcome:
 
 
 def hit_record(hit: Hit, derivatives: list[dict[str, Any]]) -> dict[str, Any]:
-    """A result as cached and returned (JSON-ready; URLs are added per response)."""
+    """A result as cached and returned (JSON-ready; URLs are added per response). Of each derivative
+    only what its URLs need (name, width, key): the cached entry a warm search parses stays small."""
     return {
         "id": str(hit.media_id),
         "filename": hit.filename,
@@ -114,7 +115,9 @@ def hit_record(hit: Hit, derivatives: list[dict[str, Any]]) -> dict[str, Any]:
         "similarity": round(float(hit.similarity), 6),
         "distance": round(float(hit.distance), 6),
         "storage_key": hit.storage_key,
-        "derivatives": derivatives,
+        "derivatives": [
+            {"name": d.get("name"), "width": d.get("width"), "key": d.get("key")} for d in derivatives
+        ],
     }
 
 
