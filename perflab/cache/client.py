@@ -211,21 +211,30 @@ def node_batch(
         out.errors.append(ClusterError(str(exc)))
         return out
     sent: list[_NodeFlight] = []
-    for name, (node, slots) in groups.items():
-        breaker = client.breakers.for_node(name)
-        if not breaker.clean and not breaker.allow():
-            out.skipped += 1
-            continue
-        flight = _NodeFlight(name, client.get_redis_connection(node).pipeline(transaction=False))
-        for positions in slots.values():
-            queued = len(flight.pipe)
-            queue(flight.pipe, [keys[i] for i in positions])
-            added = len(flight.pipe) - queued
-            flight.owners.extend([positions] if added == 1 else [[i] for i in positions])
-        if flight.send():
-            sent.append(flight)
-        else:
-            _node_failed(client, out, flight)
+    try:
+        for name, (node, slots) in groups.items():
+            breaker = client.breakers.for_node(name)
+            if not breaker.clean and not breaker.allow():
+                out.skipped += 1
+                continue
+            flight = _NodeFlight(name, client.get_redis_connection(node).pipeline(transaction=False))
+            for positions in slots.values():
+                queued = len(flight.pipe)
+                queue(flight.pipe, [keys[i] for i in positions])
+                added = len(flight.pipe) - queued
+                flight.owners.extend([positions] if added == 1 else [[i] for i in positions])
+            if flight.send():
+                sent.append(flight)
+            else:
+                _node_failed(client, out, flight)
+        _read_flights(client, out, sent)
+    finally:
+        for flight in sent:  # unread after an unexpected error: drop, never hand back half-read sockets
+            flight.discard()
+    return out
+
+
+def _read_flights(client: ShardedCluster, out: NodeBatch, sent: list[_NodeFlight]) -> None:
     for flight in sent:
         replies = flight.read()
         if replies is None:
@@ -245,7 +254,6 @@ def node_batch(
                     out.values[i] = value
             else:
                 out.values[positions[0]] = reply
-    return out
 
 
 @dataclass
@@ -291,6 +299,11 @@ class _NodeFlight:
         self.conn = None
         self.pipe.reset()
         return replies
+
+    def discard(self) -> None:
+        """Drop the connection if it is still out (not read back): a no-op after `read`."""
+        if self.conn is not None:
+            self._lost(None)
 
     def _lost(self, exc: RedisError | None) -> bool:
         self.error = exc
