@@ -40,11 +40,10 @@ from perflab.cdn.urls import UrlMinter, media_urls
 from perflab.config import Settings
 from perflab.errors import ServiceUnavailable
 from perflab.images.pipeline import ImagePipeline
-from perflab.images.storage import LocalStorage, store_processed
+from perflab.images.storage import LocalStorage, derivative_record, store_processed
 from perflab.lab.corpus import photo_paths
 from perflab.lab.latency import LatencyHistogram
 from perflab.net import free_port, http_ok, wait_until
-from perflab.service.upload import derivative_record
 
 ROOT_ENV = "PERFLAB_BENCH_MEDIA_ROOT"
 

@@ -13,12 +13,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from perflab.images.errors import InvalidKey, ObjectNotFound, StorageError
 from perflab.images.formats import content_type_for_extension
 from perflab.images.keys import object_key
-from perflab.images.pipeline import ProcessedImage
+from perflab.images.pipeline import Derivative, ProcessedImage
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 MAX_KEY_LENGTH = 1024
@@ -107,6 +107,19 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def derivative_record(d: Derivative, key: str) -> dict[str, Any]:
+    """What `media_files.derivatives` stores of one rendition: the URLs of a search result (and the
+    seeded libraries' records, perflab.db.seed) are minted from these."""
+    return {
+        "name": d.name,
+        "width": d.width,
+        "height": d.height,
+        "format": d.format,
+        "key": key,
+        "bytes": len(d.data),
+    }
 
 
 def store_processed(storage: Storage, processed: ProcessedImage, *, prefix: str = "") -> dict[str, str]:

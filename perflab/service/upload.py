@@ -17,8 +17,8 @@ from psycopg_pool import ConnectionPool
 
 from perflab.cache import Invalidator, SearchCache
 from perflab.db import NewMedia, insert_media
-from perflab.images import Derivative, ImagePipeline
-from perflab.images.storage import Storage, store_processed
+from perflab.images import ImagePipeline
+from perflab.images.storage import Storage, derivative_record, store_processed
 from perflab.service.embedding import CachedEmbedder
 from perflab.service.errors import InvalidUpload
 from perflab.service.library import LibraryGuard
@@ -39,17 +39,6 @@ class UploadResult:
     blurhash: str
     dominant_colors: list[tuple[str, float]]
     timings_ms: dict[str, float]
-
-
-def derivative_record(d: Derivative, key: str) -> dict[str, Any]:
-    return {
-        "name": d.name,
-        "width": d.width,
-        "height": d.height,
-        "format": d.format,
-        "key": key,
-        "bytes": len(d.data),
-    }
 
 
 class UploadService:
