@@ -213,9 +213,8 @@ def _measure(
         store = LocalStorage(Path(tmp) / "media")
         pipeline = ImagePipeline()
         keys: list[str] = []
-        records: list[
-            list[dict[str, Any]]
-        ] = []  # each photo's derivative records, as the service stores them
+        # each photo's derivative records, as the service stores them
+        records: list[list[dict[str, Any]]] = []
         for path in photo_paths():
             processed = pipeline.process(path.read_bytes())
             named = store_processed(store, processed)

@@ -143,7 +143,6 @@ class PostgresServer:
                 raise ServiceUnavailable(
                     "PostgreSQL", self.url, "initdb failed", exc.stderr.strip()[-300:] or "see stderr"
                 ) from exc
-        options = " ".join(f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in _SERVER_CONFIG.items())
         log = self.directory / "postgres.log"
         if not log.exists():
             log.touch()
@@ -153,8 +152,9 @@ class PostgresServer:
             entry = pwd.getpwnam(self._user() or "")
             os.chown(log, entry.pw_uid, entry.pw_gid)
         if not self.daemonize:
-            self._start_child([f"{k}={v}" for k, v in _SERVER_CONFIG.items()], log, timeout)
+            self._start_child(log, timeout)
             return
+        options = " ".join(f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in _SERVER_CONFIG.items())
         try:
             self._run(
                 "pg_ctl", "-w", "-t", str(int(timeout)), "-D", str(self.pgdata), "-l", str(log),
@@ -165,12 +165,12 @@ class PostgresServer:
             tail = log.read_text(errors="replace")[-400:]
             raise ServiceUnavailable("PostgreSQL", self.url, "did not start", f"see {log}: {tail}") from exc
 
-    def _start_child(self, settings: list[str], log: Path, timeout: float) -> None:
+    def _start_child(self, log: Path, timeout: float) -> None:
         """The postmaster as a child of this process, ready when postmaster.pid says so (as pg_ctl -w
         waits). Start it from a thread that lives as long as it should (see die_with_parent)."""
         args = [str(postgres_bin() / "postgres"), "-D", str(self.pgdata), "-p", str(self.port)]
-        for setting in settings:
-            args += ["-c", setting]
+        for k, v in _SERVER_CONFIG.items():
+            args += ["-c", f"{k}={v}"]
         with log.open("ab") as out:
             self._proc = subprocess.Popen(
                 args, user=self._user(), env=owned_env(), stdout=out, stderr=subprocess.STDOUT,
