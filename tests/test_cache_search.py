@@ -189,3 +189,22 @@ def test_distinct_users_never_share_keys_and_each_user_has_one_slot(a: str, b: s
         assert {gen_a, entry_a}.isdisjoint({gen_b, entry_b})
     for key in (gen_a, entry_a):
         assert re.fullmatch(r"pl:\{u:[0-9a-f]{32}\}:search:(gen|r:[0-9a-f]{32})", key)
+
+
+def test_remembered_answers_only_for_the_current_entry_and_counts_a_hit(cache: SearchCache) -> None:
+    cache.set("u1", "q", None, _results(2))
+    gen_key, entry_key = cache.keys("u1", "q")
+    client = cache.manager.client
+    gen, entry = client.get(gen_key), client.get(entry_key)
+    assert entry is not None
+    memo = {entry: "rendered"}
+    hits = cache.manager.stats().hits
+    assert cache.remembered(gen, entry, memo.get) == "rendered"
+    assert cache.manager.stats().hits == hits + 1
+    assert cache.remembered(gen, entry, {}.get) is None  # not remembered: decode it
+    assert cache.manager.stats().hits == hits + 1
+    cache.invalidate_user("u1")
+    assert cache.remembered(client.get(gen_key), entry, memo.get) is None  # an older generation's entry
+    assert cache.remembered(None, entry, memo.get) is None  # no generation: nothing is current
+    assert cache.remembered(gen, None, memo.get) is None
+    assert cache.decode(client.get(gen_key), entry).results is None  # the same rule as decode

@@ -82,6 +82,13 @@ def test_search_is_scoped_timed_and_cached(
     again = c.get("/search", params={"q": "  A DOG running   on the beach ", "k": 10}).json()
     assert again["cache_hit"] is True  # normalized query: same entry
     assert [x["id"] for x in again["results"]] == [x["id"] for x in body["results"]]
+    urls = ("url", "thumbnail_url", "srcset")  # re-signed when an expiry step passes between requests
+    expected = [{k: v for k, v in x.items() if k not in urls} for x in again["results"]]
+    for raw in ("a dog running on the beach", "A Dog Running On The Beach") * 2:  # then remembered hits
+        hit = c.get("/search", params={"q": raw, "k": 10}).json()
+        assert hit["cache_hit"] is True and hit["query"] == raw and hit["count"] == again["count"]
+        assert [{k: v for k, v in x.items() if k not in urls} for x in hit["results"]] == expected
+        assert [bool(x["url"]) for x in hit["results"]] == [bool(x["url"]) for x in again["results"]]
 
 
 def test_other_users_media_is_404(service: ServiceProcess) -> None:

@@ -22,7 +22,7 @@ import secrets
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -31,6 +31,7 @@ from perflab.cache.keys import UserId, digest, user_tag
 from perflab.cache.manager import CacheManager, RedisClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _POPULAR_KEY = "search:popular"
 _MAX_TRACKED_CHARS = 256
@@ -86,6 +87,12 @@ def _generation(raw: bytes | None) -> int:
     if raw is None or not _VALID_GEN.fullmatch(raw):
         return 0
     return int(raw)
+
+
+def _current(generation: int, gen: bytes | None, data: bytes) -> bool:
+    """Whether an entry (b"<generation>|<results>") was written under the user's current generation
+    (`gen`, which parsed as `generation`; 0: none)."""
+    return generation > 0 and gen is not None and data[: len(gen) + 1] == gen + b"|"
 
 
 def _utf8(text: str) -> bytes:
@@ -165,15 +172,11 @@ class SearchCache:
     def decode(self, gen: bytes | None, data: bytes | None) -> CachedSearch:
         """A lookup from the two values at `keys()` (read here or in a caller's own round trip)."""
         generation = _generation(gen)
-        if not generation or data is None:
-            self.manager.count(misses=1)
-            return CachedSearch(None, generation)
-        sep = data.find(b"|")
-        if sep < 0 or data[:sep] != gen:  # written under an older generation: invalidated
+        if data is None or not _current(generation, gen, data):  # none, or invalidated since
             self.manager.count(misses=1)
             return CachedSearch(None, generation)
         try:
-            results = orjson.loads(memoryview(data)[sep + 1 :])
+            results = orjson.loads(memoryview(data)[data.index(b"|") + 1 :])
         except orjson.JSONDecodeError:
             results = None
         if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
@@ -181,6 +184,18 @@ class SearchCache:
             return CachedSearch(None, generation)
         self.manager.count(hits=1)
         return CachedSearch(results, generation)
+
+    def remembered(
+        self, gen: bytes | None, data: bytes | None, lookup: Callable[[bytes], T | None]
+    ) -> T | None:
+        """What the caller remembers of the entry read at `keys()` (`lookup` by its stored bytes),
+        if that entry is current: counted as a hit, never parsed. None: `decode` it instead."""
+        if data is None or not _current(_generation(gen), gen, data):
+            return None
+        found = lookup(data)
+        if found is not None:
+            self.manager.count(hits=1)
+        return found
 
     def get(
         self, user_id: UserId, query: str, filters: Mapping[str, Any] | None = None

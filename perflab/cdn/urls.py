@@ -71,12 +71,16 @@ class UrlMinter:
         self._memo: dict[tuple[Any, ...], MediaUrls] = {}
         self._expires_at = 0
 
+    def expiry(self, now: float) -> int:
+        """The expiry of every URL minted at `now`: one value per URL_EXPIRY_STEP_S window."""
+        return stable_expiry(self.expires_in, URL_EXPIRY_STEP_S, now)
+
     def urls(self, derivatives: Iterable[Mapping[str, Any]], now: float | None = None) -> MediaUrls:
         records = list(derivatives)
         if not records:
             return MediaUrls(None, None, None)
         now = time.time() if now is None else now  # one clock reading for the memo and the URLs
-        expires_at = stable_expiry(self.expires_in, URL_EXPIRY_STEP_S, now)
+        expires_at = self.expiry(now)
         if expires_at != self._expires_at or len(self._memo) >= self._memo_size:
             self._memo = {}
             self._expires_at = expires_at

@@ -36,6 +36,7 @@ from perflab.service.embedding import CachedEmbedder
 from perflab.service.history import SearchHistoryWriter
 from perflab.service.library import LibraryGuard
 from perflab.service.metrics import ServiceMetrics, Totals
+from perflab.service.render import ResultRenderer
 from perflab.service.search import SearchService
 from perflab.service.secrets import load_secret
 from perflab.service.upload import UploadService
@@ -59,7 +60,7 @@ class ServiceContext:
     search: SearchService
     uploads: UploadService
     storage: LocalStorage
-    urls: UrlMinter  # signed CDN URLs of search results and uploads
+    render: ResultRenderer  # public records (signed CDN URLs) of search results and uploads
     metrics: ServiceMetrics
     _pool_check: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -107,12 +108,14 @@ class ServiceContext:
             invalidator=Invalidator(cache),
             guard=guard,
         )
-        urls = UrlMinter(
-            settings.cdn_base_url, UrlSigner(load_secret(settings, "cdn", settings.cdn_signing_key))
+        render = ResultRenderer(
+            UrlMinter(
+                settings.cdn_base_url, UrlSigner(load_secret(settings, "cdn", settings.cdn_signing_key))
+            )
         )
         return cls(
             settings, client, cache, pool, queries, embedder, embedding_cache, search_cache, sessions, auth, history,
-            search, uploads, storage, urls, ServiceMetrics(),
+            search, uploads, storage, render, ServiceMetrics(),
         )  # fmt: skip
 
     def recheck_pool(self) -> None:

@@ -30,6 +30,7 @@ from perflab.service.auth import COOKIE_NAME, Principal
 from perflab.service.context import ServiceContext
 from perflab.service.errors import InvalidSearch
 from perflab.service.middleware import MAX_UPLOAD_BYTES
+from perflab.service.render import Rendered
 from perflab.service.search import DEFAULT_K, MAX_K, MAX_QUERY_CHARS, SearchRequest
 from perflab.service.upload import parse_tags
 from perflab.timing import StageTimer
@@ -57,16 +58,6 @@ def current_user(request: Request) -> Principal:
 
 Ctx = Annotated[ServiceContext, Depends(context)]
 User = Annotated[Principal, Depends(current_user)]
-
-
-def public_record(ctx: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
-    """A media record as the client sees it: signed CDN URLs and a srcset instead of storage keys."""
-    out = {k: v for k, v in record.items() if k not in ("storage_key", "derivatives")}
-    urls = ctx.urls.urls(record.get("derivatives") or ())
-    out["url"] = urls.url
-    out["thumbnail_url"] = urls.thumbnail_url
-    out["srcset"] = urls.srcset
-    return out
 
 
 def login(body: LoginRequest, request: Request, response: Response, ctx: Ctx) -> dict[str, str]:
@@ -133,6 +124,7 @@ async def search(
         raise
     timer = StageTimer()
     keys = list(ctx.search_cache.keys(req.user_id, req.text, req.cache_filters()))
+    rendered: Rendered | None = None
     try:
         with timer.stage("search_cache"):  # the session check included
             checked = ctx.auth.check_and_read(claims, keys)
@@ -143,23 +135,32 @@ async def search(
     else:
         if checked is None:
             raise _not_signed_in()
-        cached = ctx.search_cache.decode(*checked[1])
-        if cached.results is not None:
-            outcome = ctx.search.search(req, cached, timer)  # a hit does no blocking work
+        gen, entry = checked[1]
+        rendered = ctx.search_cache.remembered(gen, entry, ctx.render.remembered)
+        if rendered is not None:  # a hit seen before: no parse, no URLs, no serialization
+            outcome = ctx.search.remembered(req, rendered.count, timer)
         else:
-            outcome = await run_in_threadpool(ctx.search.search, req, cached, timer)
+            cached = ctx.search_cache.decode(gen, entry)
+            if cached.results is not None:
+                outcome = ctx.search.search(req, cached, timer)  # a hit does no blocking work
+                assert entry is not None
+                rendered = ctx.render.remember(entry, cached.results)
+            else:
+                outcome = await run_in_threadpool(ctx.search.search, req, cached, timer)
+    if rendered is None:
+        assert outcome.results is not None
+        rendered = ctx.render.render(outcome.results)
     ctx.metrics.search_cache.labels("hit" if outcome.cache_hit else "miss").inc()
     for stage, ms in outcome.timings_ms.items():
         ctx.metrics.stage.labels(stage).observe(ms / 1000)
-    body = {
+    head = {
         "query": q,
-        "count": len(outcome.results),
+        "count": rendered.count,
         "cache_hit": outcome.cache_hit,
         "timings_ms": outcome.timings_ms,
-        "results": [public_record(ctx, r) for r in outcome.results],
     }
     return Response(
-        orjson.dumps(body),
+        orjson.dumps(head)[:-1] + b',"results":' + rendered.json + b"}",
         media_type="application/json",
         headers={"Server-Timing": outcome.timer.server_timing()},
     )
@@ -235,4 +236,4 @@ def load_media(ctx: ServiceContext, user_id: str, media_id: str) -> dict[str, An
         raise HTTPException(404, "no such media")
     record["id"] = str(record["id"])
     record["uploaded_at"] = record["uploaded_at"].isoformat()
-    return public_record(ctx, record)
+    return ctx.render.public(record)

@@ -89,7 +89,8 @@ class SearchRequest:
 
 @dataclass
 class SearchOutcome:
-    results: list[dict[str, Any]]
+    results: list[dict[str, Any]] | None  # None: a remembered hit (the caller holds its rendering)
+    count: int
     cache_hit: bool
     timings_ms: dict[str, float]
     total_ms: float
@@ -165,9 +166,7 @@ class SearchService:
         if cached is None:
             with timer.stage("search_cache"):
                 cached = self.search_cache.lookup(request.user_id, query, key_filters)
-        if self.lab_delay_s > 0:
-            with timer.stage("lab_extra_delay"):
-                _spin(self.lab_delay_s)
+        self._delay(timer)
         if cached.results is not None:
             results, hit = cached.results, True
         else:
@@ -183,9 +182,30 @@ class SearchService:
                 self.search_cache.set(
                     request.user_id, query, key_filters, results, generation=cached.generation
                 )
+        return self._finish(request, key_filters, results, len(results), hit, timer)
+
+    def remembered(self, request: SearchRequest, count: int, timer: StageTimer) -> SearchOutcome:
+        """A hit the caller answers from what it remembers of the entry (perflab.service.render):
+        the same lab knob and history as any hit, with no results to hand back."""
+        self._delay(timer)
+        return self._finish(request, request.cache_filters(), None, count, True, timer)
+
+    def _delay(self, timer: StageTimer) -> None:
+        if self.lab_delay_s > 0:
+            with timer.stage("lab_extra_delay"):
+                _spin(self.lab_delay_s)
+
+    def _finish(
+        self,
+        request: SearchRequest,
+        key_filters: dict[str, Any],
+        results: list[dict[str, Any]] | None,
+        count: int,
+        hit: bool,
+        timer: StageTimer,
+    ) -> SearchOutcome:
         total = timer.total_ms()
         if self.history is not None:
-            self.history.record(
-                HistoryEntry(request.user_id, query, key_filters, len(results), round(total, 3), hit)
-            )
-        return SearchOutcome(results, hit, timer.as_dict(), total, timer)
+            entry = HistoryEntry(request.user_id, request.text, key_filters, count, round(total, 3), hit)
+            self.history.record(entry)
+        return SearchOutcome(results, count, hit, timer.as_dict(), total, timer)
