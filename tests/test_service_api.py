@@ -128,6 +128,24 @@ def test_validation(service: ServiceProcess, params: dict[str, object], status: 
         assert r.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("params", "loc", "error"),
+    [
+        ({}, ["query", "q"], "missing"),
+        ({"q": "dog", "k": "ten"}, ["query", "k"], "int_parsing"),
+        ({"q": "dog", "k": "2.5"}, ["query", "k"], "int_parsing"),
+        ({"q": "dog", "to": "soon"}, ["query", "to"], "datetime_from_date_parsing"),
+    ],
+)
+def test_unparsable_parameters_get_fastapis_validation_body(
+    service: ServiceProcess, params: dict[str, object], loc: list[str], error: str
+) -> None:
+    r = _client(service, "user3@example.com").get("/search", params=params)
+    assert r.status_code == 422, r.text
+    [detail] = r.json()["detail"]
+    assert detail["loc"] == loc and detail["type"] == error and detail["msg"]
+
+
 def test_upload_is_searchable_at_once_and_bad_files_write_nothing(
     service: ServiceProcess, servers: Endpoints, svc_settings: Settings
 ) -> None:
