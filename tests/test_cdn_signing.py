@@ -112,18 +112,34 @@ def test_stable_expiry_keeps_urls_for_a_step_and_never_shortens_their_life() -> 
     assert signer.verify(url, now=step + 3600 + 299) and not signer.verify(url, now=step + 3600 + 301)
 
 
-def test_the_signer_memo_is_bounded_and_never_skips_checks() -> None:
-    signer = UrlSigner(SECRET, memo_size=4)
+def test_sign_until_is_deterministic_and_checks_its_path() -> None:
+    signer = UrlSigner(SECRET)
     urls = [signer.sign_until(f"/media/{i}.jpg", NOW) for i in range(10)]
-    assert len(signer._memo) <= 4
     assert all(signer.verify(u, now=NOW) for u in urls)
-    assert [
-        signer.sign_until(f"/media/{i}.jpg", NOW) for i in range(10)
-    ] == urls  # the same, remembered or not
+    assert [signer.sign_until(f"/media/{i}.jpg", NOW) for i in range(10)] == urls
     with pytest.raises(ValueError):
         signer.sign_until("media/relative.jpg", NOW)
     with pytest.raises(ValueError):
         signer.sign_until(PATH + "?exp=1", NOW)
+
+
+def test_media_urls_sign_each_url_once_and_the_srcset_reuses_them() -> None:
+    from perflab.cdn import media_urls
+
+    class Counting(UrlSigner):
+        signed = 0
+
+        def sign_until(self, path: str, expires: int) -> str:
+            Counting.signed += 1
+            return super().sign_until(path, expires)
+
+    item = [
+        {"name": n, "width": w, "key": f"media/{n}.webp"}
+        for n, w in (("master", 2000), ("thumb", 200), ("w320", 320))
+    ]
+    out = media_urls(item, "https://cdn.example.com/media", Counting(SECRET), now=NOW)
+    assert Counting.signed == 3  # one HMAC per rendition: the srcset's master and w320 are reused
+    assert out.url is not None and out.srcset is not None and out.url + " 2000w" in out.srcset
 
 
 def test_the_minter_gives_each_item_its_urls_once_per_expiry_step() -> None:

@@ -179,7 +179,7 @@ def _url_minting(records: list[list[dict[str, Any]]], trials: int) -> dict[str, 
     ]
     base = "https://cdn.example.com/media"
     minter = UrlMinter(base, UrlSigner(secret))
-    each_signer = UrlSigner(secret, memo_size=0)
+    each_signer = UrlSigner(secret)
     t0 = time.time()
 
     def arm(mint: Any) -> Any:

@@ -33,15 +33,11 @@ def _b64(mac: bytes) -> str:
 class UrlSigner:
     """Signs and verifies URLs with one secret (at least 16 bytes; use 32 random bytes)."""
 
-    def __init__(self, secret: bytes, *, memo_size: int = 32_768) -> None:
+    def __init__(self, secret: bytes) -> None:
         if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
             raise ConfigError(f"the URL signing secret must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = secret
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per MAC: no key set-up each
-        # (path, expiry) -> signed path, for `sign_until`; cleared whole when full (plain dict operations
-        # are atomic: the event loop and the worker threads share it without a lock)
-        self._memo: dict[tuple[str, int], str] = {}
-        self._memo_size = memo_size
 
     def __repr__(self) -> str:
         return "UrlSigner(<secret>)"
@@ -58,13 +54,9 @@ class UrlSigner:
         return self.sign_until(path, int(now if now is not None else time.time()) + int(expires_in))
 
     def sign_until(self, path: str, expires: int) -> str:
-        """`path` signed to expire at unix time `expires`. The same (path, expiry) gives the same URL,
-        remembered: a response's URLs minted with a stable expiry (`stable_expiry`) cost a dict
-        lookup each, not an HMAC, and a browser or CDN cache keeps them until the expiry moves."""
-        memo_key = (path, expires)
-        hit = self._memo.get(memo_key)
-        if hit is not None:
-            return hit
+        """`path` signed to expire at unix time `expires`. The same (path, expiry) gives the same URL:
+        with a stable expiry (`stable_expiry`) a browser or CDN cache keeps it until the expiry moves,
+        and the service mints each item's URLs once per step (`UrlMinter`)."""
         if not path.startswith("/"):
             raise ValueError(f"sign a path starting with '/', got {path[:40]!r}")
         if "?" in path:
@@ -72,12 +64,7 @@ class UrlSigner:
             if any(k in ("exp", "sig") for k, _ in parse_qsl(query, keep_blank_values=True)):
                 raise ValueError("the path already carries exp/sig parameters")
         base = f"{path}{'&' if '?' in path else '?'}exp={expires}"
-        signed = f"{base}{_SIG}{self._mac(base)}"
-        if self._memo_size > 0:  # 0: no memo
-            if len(self._memo) >= self._memo_size:
-                self._memo.clear()  # old expiries pile up as the clock moves: start over
-            self._memo[memo_key] = signed
-        return signed
+        return f"{base}{_SIG}{self._mac(base)}"
 
     def check(self, url_or_path_query: str, now: float | None = None) -> int:
         """Verify; return the expiry (unix time) or raise SignatureMissing/Invalid/Expired."""

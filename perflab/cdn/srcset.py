@@ -34,18 +34,21 @@ def srcset(
     expires_in: int = 3600,
     now: float | None = None,
     expires_at: int | None = None,
+    urls: Mapping[str, str] | None = None,
 ) -> str:
     """`"{base}/{key} 320w, {base}/{key} 640w, ..."`, narrowest first, one candidate per width.
 
     `keys` maps derivative name to its stored key (from `store_processed`); without it the
-    content-hashed key is computed. With a `signer`, each URL is signed (private media).
+    content-hashed key is computed. With a `signer`, each URL is signed (private media). `urls`:
+    derivative name -> its URL already minted (`media_urls` signs each once, not again here).
     """
     by_width: dict[int, str] = {}
     for d in derivatives:
         if d.name == THUMBNAIL or d.width in by_width:
             continue
-        key = keys[d.name] if keys is not None else object_key(d.data, d.name, d.extension)
-        by_width[d.width] = (
-            f"{cdn_url(base_url, key, signer, expires_in=expires_in, now=now, expires_at=expires_at)} {d.width}w"
-        )
+        url = urls.get(d.name) if urls is not None else None
+        if url is None:
+            key = keys[d.name] if keys is not None else object_key(d.data, d.name, d.extension)
+            url = cdn_url(base_url, key, signer, expires_in=expires_in, now=now, expires_at=expires_at)
+        by_width[d.width] = f"{url} {d.width}w"
     return ", ".join(by_width[w] for w in sorted(by_width))

@@ -3,9 +3,10 @@
 Everything the client sees as a URL is minted here, per response, from the stored keys, so a cached
 search result never outlives the URLs in it. Their expiry is stable for `URL_EXPIRY_STEP_S`
 (`stable_expiry`): within that window a response's URLs are the ones of the response before (the
-browser and the CDN keep them cached), and the signer remembers them, so a warm search with 20
-results does not pay ~100 HMACs. `UrlMinter` (one per service) remembers each item's URLs for the
-current expiry too, so a warm search mints nothing (measured: `perflab bench cdn`, key `url_minting`).
+browser and the CDN keep them cached). `UrlMinter` (one per service) remembers each item's URLs for
+the current expiry, so a search with 20 results seen before does not pay ~100 HMACs (measured:
+`perflab bench cdn`, key `url_minting`), and `media_urls` signs each of an item's URLs once (its
+srcset reuses them).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def media_urls(
     return MediaUrls(
         urls.get(MASTER),
         urls.get(THUMBNAIL),
-        srcset(derivs, base_url, keys=keys, signer=signer, expires_at=expires_at),
+        srcset(derivs, base_url, keys=keys, signer=signer, expires_at=expires_at, urls=urls),
     )
 
 
