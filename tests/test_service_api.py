@@ -336,3 +336,16 @@ def test_a_started_service_runs_the_installed_perflab_not_the_working_directorys
     monkeypatch.chdir(decoy.parent)  # the child starts there
     with svc:
         assert httpx.get(svc.url + "/health").status_code == 200
+
+
+def test_a_half_closed_client_still_gets_its_answer(service: ServiceProcess) -> None:
+    """A client that sends its request and shuts its side (SHUT_WR) is answered before the service
+    closes: an upload declared larger than the limit is refused with 413 without reading its body.
+    50 times, since the answer races the connection's end of file."""
+    from perflab.lab.badinput import _raw
+
+    c = _client(service, "user3@example.com")
+    cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+    head = f"POST /media HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 999999999\r\n\r\n"
+    statuses = [_raw(c, head.encode()).status_code for _ in range(50)]
+    assert statuses == [413] * 50

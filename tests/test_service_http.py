@@ -1,4 +1,4 @@
-"""The coalescing transport under `perflab serve`'s uvicorn protocol: one write per loop step."""
+"""The coalescing transport under `perflab serve`'s uvicorn protocol: a response's head and body in one write."""
 
 from __future__ import annotations
 
@@ -30,20 +30,25 @@ class _Recording(asyncio.Transport):
         return self.closed or self.aborted
 
 
-def test_writes_of_one_loop_step_leave_as_one_and_in_order() -> None:
+def test_a_write_is_held_until_the_next_joins_it_or_the_step_ends() -> None:
     async def go() -> list[bytes]:
         inner = _Recording()
         t = _CoalescingTransport(inner, asyncio.get_running_loop())
         t.write(b"HTTP/1.1 200 OK\r\n\r\n")
         t.write(b"")  # nothing to send: not a write
+        assert inner.writes == []  # held
         t.write(memoryview(b"body"))
-        assert inner.writes == []  # held until the step ends
-        await asyncio.sleep(0)
-        t.write(b"next")  # a later step: its own write
+        assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]  # joined, and out at once
+        t.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # a head with no body after it
+        assert len(inner.writes) == 1
+        await asyncio.sleep(0)  # the step ends: it leaves alone
+        t.write(b"held")
+        t.flush()  # end of file: out now, not at the step's end
+        assert inner.writes[-1] == b"held"
         await asyncio.sleep(0)
         return inner.writes
 
-    assert asyncio.run(go()) == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"next"]
+    assert asyncio.run(go()) == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"HTTP/1.1 204 No Content\r\n\r\n", b"held"]
 
 
 def test_close_flushes_first_abort_drops_and_a_closed_transport_gets_nothing() -> None:

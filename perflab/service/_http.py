@@ -2,9 +2,11 @@
 
 uvicorn writes a response's head and its body apart: two send(2) calls, two loopback segments, two
 wake-ups of the client. On the warm path that was a fifth of a worker's Python time (py-spy, 2026-12-08).
-Here the transport holds what one event-loop step writes and hands it on, joined, at the end of that
-step (`call_soon`): a head and a body sent back to back leave as one write, and nothing waits longer
-than the current loop iteration (a streamed body still leaves chunk by chunk, as the app awaits).
+Here the transport holds one write: the next write joins it and both leave at once (a head and the
+body that follows it in the same step), and a write still held leaves when the event-loop step ends
+(`call_soon`: a head-only response, the last chunk of a stream) or when the client half-closes
+(`eof_received`: uvicorn then closes the connection, and a held answer must go out first; a first
+version flushed only at the step's end and lost answers to clients that shut their side at once).
 `perflab serve` names this class to uvicorn (`server.HTTP_PROTOCOL`).
 """
 
@@ -17,42 +19,46 @@ from uvicorn.protocols.http import httptools_impl
 
 
 class _CoalescingTransport(asyncio.Transport):
-    """Delegates to `inner`; `write` is deferred to the end of the loop step and joined."""
+    """Delegates to `inner`; a write is held until the next one (joined with it) or the end of the
+    loop step, whichever comes first."""
 
     def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self._inner = inner
         self._loop = loop
-        self._pending: list[bytes | bytearray | memoryview] = []
+        self._held: bytes | bytearray | memoryview | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(data)
+        held = self._held
+        if held is None:
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._held = None
+            self._inner.write(b"".join((held, data)))
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        parts, self._pending = self._pending, []
-        if not self._inner.is_closing():
-            self._inner.write(parts[0] if len(parts) == 1 else b"".join(parts))
+    def flush(self) -> None:
+        """Write what is held now (the end of the step, end of file, close)."""
+        held, self._held = self._held, None
+        if held is not None and not self._inner.is_closing():
+            self._inner.write(held)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._inner.close()
 
     def write_eof(self) -> None:
-        self._flush()
+        self.flush()
         self._inner.write_eof()
 
     def abort(self) -> None:
-        self._pending = []
+        self._held = None
         self._inner.abort()
 
     def can_write_eof(self) -> bool:
@@ -65,7 +71,7 @@ class _CoalescingTransport(asyncio.Transport):
         return self._inner.get_extra_info(name, default)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._flush()
+        self.flush()
         self._inner.set_protocol(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
@@ -84,7 +90,7 @@ class _CoalescingTransport(asyncio.Transport):
         self._inner.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._inner.get_write_buffer_size() + sum(len(p) for p in self._pending)
+        return self._inner.get_write_buffer_size() + (len(self._held) if self._held is not None else 0)
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._inner.get_write_buffer_limits()
@@ -94,4 +100,10 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
     """uvicorn's own protocol over the coalescing transport."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_CoalescingTransport(transport, self.loop))
+        self._joined = _CoalescingTransport(transport, self.loop)
+        super().connection_made(self._joined)
+
+    def eof_received(self) -> None:
+        """The client shut its side: uvicorn's transport closes now, so what is held goes first."""
+        self._joined.flush()
+        super().eof_received()
