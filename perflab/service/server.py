@@ -15,8 +15,6 @@ from perflab.config import Settings
 from perflab.service.secrets import check_secrets
 
 APP_FACTORY = "perflab.service.app:create_app_from_env"
-# httptools with each response in one write (perflab/service/_http.py)
-HTTP_PROTOCOL = "perflab.service._http:HttpToolsProtocol"
 
 
 def serve(settings: Settings, argv: list[str]) -> int:
@@ -59,7 +57,7 @@ def serve(settings: Settings, argv: list[str]) -> int:
             # Named, not "auto": a missing uvloop/httptools (uvicorn[standard]) fails here rather than
             # quietly doubling the CPU each request costs in the asyncio/h11 fallbacks.
             loop="uvloop",
-            http=HTTP_PROTOCOL,
+            http="httptools",
         )
     finally:  # issue 14.10: the run's metrics folder goes with it (also on SIGTERM, which uvicorn handles)
         shutil.rmtree(prom, ignore_errors=True)
