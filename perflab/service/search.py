@@ -59,6 +59,7 @@ class SearchRequest:
     date_to: datetime | None = None
     text: str = field(init=False, repr=False, compare=False)
     filters: SearchFilters = field(init=False, repr=False, compare=False)
+    _key_filters: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.query) > MAX_QUERY_CHARS:
@@ -82,9 +83,12 @@ class SearchRequest:
         object.__setattr__(self, "text", text)
         filters = SearchFilters(media_type=self.media_type, date_from=self.date_from, date_to=self.date_to)
         object.__setattr__(self, "filters", filters)
+        object.__setattr__(self, "_key_filters", filter_key(self.k, filters))
 
     def cache_filters(self) -> dict[str, Any]:
-        return filter_key(self.k, self.filters)
+        """The filter part of the cache key, built once (the cache key, the store and the history
+        all read it): do not mutate it."""
+        return self._key_filters
 
 
 @dataclass
@@ -182,13 +186,13 @@ class SearchService:
                 self.search_cache.set(
                     request.user_id, query, key_filters, results, generation=cached.generation
                 )
-        return self._finish(request, key_filters, results, len(results), hit, timer)
+        return self._finish(request, results, len(results), hit, timer)
 
     def remembered(self, request: SearchRequest, count: int, timer: StageTimer) -> SearchOutcome:
         """A hit the caller answers from what it remembers of the entry (perflab.service.render):
         the same lab knob and history as any hit, with no results to hand back."""
         self._delay(timer)
-        return self._finish(request, request.cache_filters(), None, count, True, timer)
+        return self._finish(request, None, count, True, timer)
 
     def _delay(self, timer: StageTimer) -> None:
         if self.lab_delay_s > 0:
@@ -198,7 +202,6 @@ class SearchService:
     def _finish(
         self,
         request: SearchRequest,
-        key_filters: dict[str, Any],
         results: list[dict[str, Any]] | None,
         count: int,
         hit: bool,
@@ -206,6 +209,7 @@ class SearchService:
     ) -> SearchOutcome:
         total = timer.total_ms()
         if self.history is not None:
-            entry = HistoryEntry(request.user_id, request.text, key_filters, count, round(total, 3), hit)
+            filters = request.cache_filters()
+            entry = HistoryEntry(request.user_id, request.text, filters, count, round(total, 3), hit)
             self.history.record(entry)
         return SearchOutcome(results, count, hit, timer.as_dict(), total, timer)
